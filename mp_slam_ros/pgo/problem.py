@@ -1,0 +1,132 @@
+"""Pose-graph optimisation (SE(2) and SE(3) between factors) on the shared solver.
+
+Residual of edge (i, j) with measurement Z: e = Log(Z^-1 Ti^-1 Tj), whitened by the square root
+of the edge information, so the cost 0.5 sum e^T Omega e is the quantity GTSAM reports as
+``graph.error``. The gauge is fixed by holding the poses marked fixed, or pose 0 when none is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from ..solver import lie
+from ..solver.jacobian import BlockJacobian
+from ..solver.lm import SolverOptions, SolverSummary, solve
+from ..solver.precision import PrecisionConfig
+from .graph import PoseGraph, project_information_psd
+
+
+@dataclass(frozen=True)
+class PoseState:
+    rotations: np.ndarray  # (n, d, d) fp64
+    translations: np.ndarray  # (n, d) fp64
+
+
+def information_sqrt(information: np.ndarray) -> np.ndarray:
+    """W with W^T W = Omega for each (PSD) information matrix, via its eigen-decomposition."""
+    sym = 0.5 * (information + np.swapaxes(information, 1, 2))
+    eigval, eigvec = np.linalg.eigh(sym)
+    return np.sqrt(np.clip(eigval, 0.0, None))[:, :, None] * np.swapaxes(eigvec, 1, 2)
+
+
+class PoseGraphProblem:
+    """A :class:`PoseGraph` as a least-squares problem for :func:`mp_slam_ros.solver.lm.solve`."""
+
+    def __init__(self, graph: PoseGraph, fixed: np.ndarray | None = None) -> None:
+        self.graph, self.num_projected_edges = project_information_psd(graph)
+        self.dim = graph.dim
+        self.k = 3 if graph.dim == 2 else 6
+        n = graph.num_poses
+        if fixed is None:
+            fixed = graph.fixed.copy() if graph.fixed.any() else np.zeros(n, dtype=bool)
+            if not fixed.any() and n:
+                fixed[0] = True
+        self.fixed = np.asarray(fixed, dtype=bool)
+        self.free = np.nonzero(~self.fixed)[0]
+        self.var_of_pose = np.full(n, -1, dtype=np.int64)
+        self.var_of_pose[self.free] = np.arange(self.free.size)
+        self.sqrt_info = information_sqrt(self.graph.information)
+        self._build_pattern()
+
+    # -- LeastSquaresProblem protocol ------------------------------------------------------
+    @property
+    def num_parameters(self) -> int:
+        return int(self.free.size * self.k)
+
+    @property
+    def block_size(self) -> int:
+        return self.k
+
+    def initial_state(self) -> PoseState:
+        return PoseState(self.graph.rotations.copy(), self.graph.translations.copy())
+
+    def residuals(self, state: PoseState, dtype: np.dtype) -> np.ndarray:
+        e = self._errors(state, jacobians=False)[0]
+        return np.einsum("eab,eb->ea", self.sqrt_info, e).reshape(-1).astype(dtype, copy=False)
+
+    def linearize(self, state: PoseState, dtype: np.dtype) -> tuple[np.ndarray, BlockJacobian]:
+        e, ji, jj = self._errors(state, jacobians=True)
+        w = self.sqrt_info
+        r = np.einsum("eab,eb->ea", w, e).reshape(-1)
+        values = np.concatenate([w @ ji, w @ jj], axis=2).astype(dtype, copy=False)
+        jac = BlockJacobian(values, self._col_start, (self.k, self.k), self.num_parameters)
+        return r.astype(dtype, copy=False), jac
+
+    def retract(self, state: PoseState, delta: np.ndarray) -> PoseState:
+        rot = state.rotations.copy()
+        trans = state.translations.copy()
+        step = np.asarray(delta, dtype=np.float64).reshape(-1, self.k)
+        r_new, t_new = lie.retract(rot[self.free], trans[self.free], step)
+        rot[self.free] = r_new
+        trans[self.free] = t_new
+        return PoseState(rot, trans)
+
+    # -- helpers ---------------------------------------------------------------------------
+    def cost(self, state: PoseState) -> float:
+        r = self.residuals(state, np.dtype(np.float64))
+        return 0.5 * float(r @ r)
+
+    def to_graph(self, state: PoseState) -> PoseGraph:
+        return replace(self.graph, rotations=state.rotations, translations=state.translations)
+
+    def _errors(self, state: PoseState, jacobians: bool):
+        g = self.graph
+        i, j = g.edge_i, g.edge_j
+        e, ji, jj = lie.between_error(
+            state.rotations[i],
+            state.translations[i],
+            state.rotations[j],
+            state.translations[j],
+            g.meas_rotations,
+            g.meas_translations,
+        )
+        return e, ji, jj
+
+    def _build_pattern(self) -> None:
+        """Column of each edge's two pose blocks in the tangent vector (-1 where the pose is fixed)."""
+        g = self.graph
+        vi = self.var_of_pose[g.edge_i]
+        vj = self.var_of_pose[g.edge_j]
+        self._col_start = np.stack(
+            [np.where(vi >= 0, vi * self.k, -1), np.where(vj >= 0, vj * self.k, -1)], axis=1
+        )
+
+
+def optimize_pose_graph(
+    graph: PoseGraph,
+    precision: PrecisionConfig | str = "mixed",
+    options: SolverOptions | None = None,
+) -> tuple[PoseGraph, SolverSummary]:
+    """Optimise a pose graph. Returns the optimised graph and the solver summary.
+
+    `precision` is a :class:`PrecisionConfig` or a preset name (fp64, fp32, mixed, fp16).
+    """
+    if isinstance(precision, str):
+        from ..solver.precision import load_precision
+
+        precision = load_precision(precision)
+    problem = PoseGraphProblem(graph)
+    state, summary = solve(problem, problem.initial_state(), options or SolverOptions(), precision)
+    return problem.to_graph(state), summary

@@ -1,0 +1,461 @@
+"""Levenberg–Marquardt / Gauss–Newton driver: options in, summary out (in the manner of Ceres).
+
+The driver knows nothing of poses or cameras. A problem supplies residuals and a sparse
+Jacobian at a requested precision and a retraction that applies an fp64 tangent step; the driver
+picks the linear solver, scales, stores at the configured precision, falls back when a stage
+overflows, and records what it did per iteration.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import scipy.sparse as sp
+
+from .jacobian import BlockJacobian
+from .linear import (
+    BlockIC0,
+    BlockSparseMatrix,
+    LinearSolveResult,
+    PrecisionOverflow,
+    StoredJacobian,
+    solve_cgnr,
+    solve_direct,
+)
+from .precision import Precision, PrecisionConfig
+
+log = logging.getLogger(__name__)
+
+LINEAR_SOLVERS = ("pcg-ic", "cgnr", "cholesky")
+
+
+class LeastSquaresProblem(Protocol):
+    """What the driver needs from a problem. `State` is whatever the problem keeps (fp64)."""
+
+    @property
+    def num_parameters(self) -> int: ...
+
+    @property
+    def block_size(self) -> int:
+        """Size of a variable block (6 for an SE(3) pose); 1 when there is no block structure."""
+        ...
+
+    def linearize(self, state: Any, dtype: np.dtype) -> tuple[np.ndarray, BlockJacobian]:
+        """Whitened residuals r (m,) and Jacobian J (m, n) at `state`, in `dtype` or wider."""
+        ...
+
+    def residuals(self, state: Any, dtype: np.dtype) -> np.ndarray:
+        """Whitened residuals only (for trial steps)."""
+        ...
+
+    def retract(self, state: Any, delta: np.ndarray) -> Any:
+        """The state moved by an fp64 tangent step; never modifies `state` in place."""
+        ...
+
+
+@dataclass
+class SolverOptions:
+    """Options of :func:`solve` (names and defaults follow Ceres where they overlap)."""
+
+    algorithm: str = "levenberg_marquardt"  # or "gauss_newton"
+    linear_solver: str = "pcg-ic"  # pcg-ic (CGNR + static block IC(0)) | cgnr | cholesky (fp64)
+    max_iterations: int = 50
+    max_time_seconds: float = math.inf
+    function_tolerance: float = 1e-6  # stop when |cost change| / cost < this
+    gradient_tolerance: float = 1e-10  # stop when max |J^T r| (scaled) < this
+    parameter_tolerance: float = 1e-8  # stop when |dx| < tol * (|x| + tol)
+    initial_damping: float = 1e-4  # lambda of Marquardt's damping lambda * diag(J^T J)
+    min_damping: float = 1e-12
+    max_damping: float = 1e12
+    min_diagonal: float = 1e-6  # diag(J^T J) is clamped to [min, max] in the damping term
+    max_diagonal: float = 1e32
+    cg_tolerance: float = 1e-6  # relative normal-equation residual of the inner solve
+    cg_q_tolerance: float = 1e-1  # truncated-Newton stop on the model decrease (Ceres' eta); 0 = off
+    cg_max_iterations: int = 500
+    ic_refactor_each_iteration: bool = False  # the recipe factors IC(0) once per problem
+    verbose: bool = False
+    callback: Callable[[IterationReport], None] | None = None
+
+    def __post_init__(self) -> None:
+        if self.linear_solver not in LINEAR_SOLVERS:
+            raise ValueError(
+                f"linear_solver must be one of {', '.join(LINEAR_SOLVERS)}, got '{self.linear_solver}'"
+            )
+        if self.algorithm not in ("levenberg_marquardt", "gauss_newton"):
+            raise ValueError(f"algorithm must be levenberg_marquardt or gauss_newton, got '{self.algorithm}'")
+
+
+@dataclass
+class IterationReport:
+    iteration: int
+    cost: float  # 0.5 |r|^2 after the iteration
+    cost_change: float
+    gradient_max_norm: float
+    step_norm: float
+    damping: float
+    cg_iterations: int
+    linear_status: str
+    step_accepted: bool
+    iteration_time: float
+    total_time: float
+
+
+@dataclass
+class FallbackEvent:
+    iteration: int
+    stage: str
+    from_precision: str
+    to_precision: str
+    reason: str
+
+
+@dataclass
+class SolverSummary:
+    """What happened in a solve: per-iteration reports, stage times, fallbacks, why it stopped."""
+
+    precision: dict[str, str]
+    linear_solver: str
+    algorithm: str
+    num_parameters: int
+    num_residuals: int
+    initial_cost: float = math.nan
+    final_cost: float = math.nan
+    iterations: list[IterationReport] = field(default_factory=list)
+    termination: str = "NO_CONVERGENCE"  # CONVERGENCE | NO_CONVERGENCE | FAILURE
+    message: str = ""
+    stage_times: dict[str, float] = field(
+        default_factory=lambda: {
+            "residual_jacobian": 0.0,
+            "gradient_and_scaling": 0.0,
+            "preconditioner": 0.0,
+            "linear_solve": 0.0,
+            "update": 0.0,
+            "total": 0.0,
+        }
+    )
+    fallbacks: list[FallbackEvent] = field(default_factory=list)
+    preconditioner_factorizations: int = 0
+    preconditioner_shift: float = 0.0
+    total_cg_iterations: int = 0
+
+    @property
+    def num_iterations(self) -> int:
+        return len(self.iterations)
+
+    @property
+    def num_fallbacks(self) -> int:
+        return len(self.fallbacks)
+
+    def iteration_table(self) -> str:
+        head = f"{'iter':>4} {'cost':>14} {'cost_change':>12} {'|gradient|':>10} {'|step|':>10} "
+        head += f"{'lambda':>9} {'cg_it':>5} {'linear':>14} {'ok':>3} {'iter_time':>9} {'total':>9}"
+        lines = [head]
+        for it in self.iterations:
+            lines.append(
+                f"{it.iteration:>4} {it.cost:>14.6e} {it.cost_change:>12.4e} {it.gradient_max_norm:>10.3e} "
+                f"{it.step_norm:>10.3e} {it.damping:>9.2e} {it.cg_iterations:>5} {it.linear_status:>14} "
+                f"{'yes' if it.step_accepted else 'no':>3} {it.iteration_time:>9.4f} {it.total_time:>9.4f}"
+            )
+        return "\n".join(lines)
+
+    def report(self) -> str:
+        p = self.precision
+        t = self.stage_times
+        lines = [
+            f"Solver summary ({self.algorithm}, linear solver {self.linear_solver})",
+            f"  precision      : {p['name']} (residual {p['residual']}, matrix {p['matrix_storage']}, "
+            f"preconditioner {p['preconditioner']}, CG vectors {p['cg_vectors']}, update fp64)",
+            f"  problem        : {self.num_parameters} parameters, {self.num_residuals} residuals",
+            f"  cost           : {self.initial_cost:.10e} -> {self.final_cost:.10e}",
+            f"  iterations     : {self.num_iterations} ({sum(i.step_accepted for i in self.iterations)} accepted), "
+            f"{self.total_cg_iterations} CG iterations",
+            f"  time [s]       : total {t['total']:.4f} = residual+Jacobian {t['residual_jacobian']:.4f}, "
+            f"gradient+scaling {t['gradient_and_scaling']:.4f}, preconditioner {t['preconditioner']:.4f}, "
+            f"linear solve {t['linear_solve']:.4f}, update {t['update']:.4f}",
+            f"  preconditioner : {self.preconditioner_factorizations} factorisation(s), "
+            f"diagonal shift {self.preconditioner_shift:g}",
+            f"  fp16 fallbacks : {self.num_fallbacks}",
+        ]
+        for ev in self.fallbacks:
+            lines.append(
+                f"    iteration {ev.iteration}: {ev.stage} {ev.from_precision} -> {ev.to_precision}: {ev.reason}"
+            )
+        lines.append(f"  termination    : {self.termination}: {self.message}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["num_iterations"] = self.num_iterations
+        d["num_fallbacks"] = self.num_fallbacks
+        return d
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+
+class _LinearSystem:
+    """Builds and solves the damped step at the configured precision, with loud fallbacks.
+
+    Holds the state that lives across iterations of one problem: the static IC(0) factor and the
+    precision each stage has fallen back to.
+    """
+
+    def __init__(self, options: SolverOptions, precision: PrecisionConfig, summary: SolverSummary) -> None:
+        self.options = options
+        self.precision = precision
+        self.summary = summary
+        self.preconditioner: BlockIC0 | None = None
+        self.iteration = 0
+        self.block_size = 1
+
+    def _fallback(self, stage: str, reason: str) -> None:
+        current: Precision = getattr(self.precision, stage)
+        wider = current.higher()
+        if wider is current:
+            raise FloatingPointError(f"{stage} failed at fp64, nothing wider to fall back to: {reason}")
+        self.summary.fallbacks.append(
+            FallbackEvent(self.iteration, stage, current.value, wider.value, reason)
+        )
+        log.warning(
+            "fp16/fp32 fallback in iteration %d: %s %s -> %s (%s)",
+            self.iteration,
+            stage,
+            current.value,
+            wider.value,
+            reason,
+        )
+        self.precision = self.precision.with_stage(stage, wider)
+
+    def _stage_to_widen(self) -> str:
+        # A failed Krylov solve cannot say which stored operand went wrong; widen the narrowest.
+        for stage in ("matrix_storage", "preconditioner", "cg_vectors"):
+            if getattr(self.precision, stage) is not Precision.FP64:
+                if stage == "preconditioner" and self.preconditioner is None:
+                    continue
+                return stage
+        return "cg_vectors"
+
+    def solve(
+        self, jac: BlockJacobian, residuals: np.ndarray, damping: float
+    ) -> tuple[LinearSolveResult, np.ndarray]:
+        """Step dx for min |r + J dx|^2 + damping |D dx|^2, and the gradient J^T r (fp64)."""
+        opts = self.options
+        times = self.summary.stage_times
+        t0 = time.perf_counter()
+        gradient = jac.rmatvec(residuals)
+        times["gradient_and_scaling"] += time.perf_counter() - t0
+        if opts.linear_solver == "cholesky":
+            t0 = time.perf_counter()
+            csr = jac.to_csr()
+            hessian = (csr.T @ csr).tocsr()
+            diag = np.clip(hessian.diagonal(), opts.min_diagonal, opts.max_diagonal)
+            if damping > 0:
+                hessian = hessian + sp.diags(damping * diag)
+            times["gradient_and_scaling"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            res = solve_direct(hessian, -gradient)
+            times["linear_solve"] += time.perf_counter() - t0
+            if res.failed:
+                raise FloatingPointError("fp64 direct solve produced non-finite values")
+            return res, gradient
+
+        if opts.linear_solver == "pcg-ic" and (
+            self.preconditioner is None or opts.ic_refactor_each_iteration
+        ):
+            t0 = time.perf_counter()
+            self.preconditioner = self._factor_preconditioner(jac, problem_block_size=self.block_size)
+            times["preconditioner"] += time.perf_counter() - t0
+        while True:
+            try:
+                t0 = time.perf_counter()
+                stored = StoredJacobian.store(jac, self.precision.matrix_storage, scale=self.precision.scaled)
+                pre = None
+                if self.preconditioner is not None:
+                    pre = self.preconditioner.stored(self.precision.preconditioner)
+                times["gradient_and_scaling"] += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                res = solve_cgnr(
+                    stored,
+                    -residuals,
+                    damping,
+                    pre,
+                    self.precision.cg_vectors,
+                    opts.cg_tolerance,
+                    opts.cg_max_iterations,
+                    opts.cg_q_tolerance,
+                )
+                times["linear_solve"] += time.perf_counter() - t0
+            except PrecisionOverflow as err:
+                self._fallback(err.stage, err.detail)
+                continue
+            if res.failed:
+                self._fallback(self._stage_to_widen(), f"CGNR {res.status}")
+                continue
+            return res, gradient
+
+    def _factor_preconditioner(self, jac: BlockJacobian, problem_block_size: int) -> BlockIC0:
+        """Block IC(0) of the column-scaled J^T J (unit diagonal), in fp64, once per problem."""
+        csr = jac.to_csr()
+        norms = np.sqrt(np.asarray(csr.multiply(csr).sum(axis=0)).ravel())
+        inv = sp.diags(1.0 / np.where(norms > 0, norms, 1.0))
+        scaled = (inv @ (csr.T @ csr) @ inv).tocsr()
+        factor = BlockIC0.factor(BlockSparseMatrix.from_scipy(scaled, problem_block_size))
+        self.summary.preconditioner_factorizations += 1
+        self.summary.preconditioner_shift = factor.shift
+        return factor
+
+
+def solve(
+    problem: LeastSquaresProblem,
+    state: Any,
+    options: SolverOptions | None = None,
+    precision: PrecisionConfig | None = None,
+) -> tuple[Any, SolverSummary]:
+    """Minimise 0.5 |r(x)|^2 from `state`. Returns the final state and a :class:`SolverSummary`.
+
+    Costs in the summary are always accumulated in fp64, whatever the residual precision.
+    """
+    options = options or SolverOptions()
+    precision = precision or PrecisionConfig.preset("fp64")
+    res_dtype = precision.residual.dtype
+    summary = SolverSummary(
+        precision=precision.as_dict(),
+        linear_solver=options.linear_solver,
+        algorithm=options.algorithm,
+        num_parameters=problem.num_parameters,
+        num_residuals=0,
+    )
+    times = summary.stage_times
+    start = time.perf_counter()
+    system = _LinearSystem(options, precision, summary)
+    system.block_size = problem.block_size
+    gauss_newton = options.algorithm == "gauss_newton"
+    damping = 0.0 if gauss_newton else options.initial_damping
+    nu = 2.0
+
+    t0 = time.perf_counter()
+    residuals, jac = problem.linearize(state, res_dtype)
+    times["residual_jacobian"] += time.perf_counter() - t0
+    summary.num_residuals = int(residuals.shape[0])
+    cost = _cost(residuals)
+    summary.initial_cost = cost
+    if not math.isfinite(cost):
+        summary.termination, summary.message = "FAILURE", "initial cost is not finite"
+        summary.final_cost = cost
+        return state, summary
+
+    for iteration in range(1, options.max_iterations + 1):
+        it_start = time.perf_counter()
+        system.iteration = iteration
+        step, gradient = system.solve(jac, residuals, damping)
+        grad_norm = float(np.max(np.abs(gradient))) if gradient.size else 0.0
+        dx = step.x
+        summary.total_cg_iterations += step.iterations
+        if grad_norm <= options.gradient_tolerance:
+            summary.termination = "CONVERGENCE"
+            summary.message = (
+                f"gradient tolerance reached: max|g| = {grad_norm:.3e} <= {options.gradient_tolerance:.1e}"
+            )
+            break
+
+        t0 = time.perf_counter()
+        candidate = problem.retract(state, dx)
+        times["update"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        new_residuals = problem.residuals(candidate, res_dtype)
+        times["residual_jacobian"] += time.perf_counter() - t0
+        new_cost = _cost(new_residuals)
+        # Predicted decrease of the linear model: -(g.dx + 0.5 |J dx|^2).
+        jdx = jac.matvec(dx)
+        predicted = -(float(gradient @ dx) + 0.5 * float(jdx @ jdx))
+        actual = cost - new_cost
+        rho = actual / predicted if predicted > 0 else (1.0 if actual > 0 else -1.0)
+        accepted = math.isfinite(new_cost) and (actual > 0 if gauss_newton else rho > 1e-3)
+        step_norm = float(np.linalg.norm(dx))
+        old_cost = cost
+        if accepted:
+            state, cost = candidate, new_cost
+            if not gauss_newton:
+                damping = max(options.min_damping, damping * max(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3))
+                nu = 2.0
+        elif not gauss_newton:
+            damping = min(options.max_damping, damping * nu)
+            nu *= 2.0
+
+        report = IterationReport(
+            iteration=iteration,
+            cost=cost,
+            cost_change=old_cost - cost,
+            gradient_max_norm=grad_norm,
+            step_norm=step_norm,
+            damping=damping,
+            cg_iterations=step.iterations,
+            linear_status=step.status,
+            step_accepted=accepted,
+            iteration_time=0.0,
+            total_time=0.0,
+        )
+
+        stop = None
+        if accepted and abs(old_cost - cost) <= options.function_tolerance * old_cost:
+            stop = (
+                "CONVERGENCE",
+                f"function tolerance reached: |dcost|/cost = {abs(old_cost - cost) / old_cost:.3e}",
+            )
+        elif accepted and step_norm <= options.parameter_tolerance * (
+            problem_norm(state) + options.parameter_tolerance
+        ):
+            stop = ("CONVERGENCE", f"parameter tolerance reached: |dx| = {step_norm:.3e}")
+        elif gauss_newton and not accepted:
+            stop = ("NO_CONVERGENCE", "Gauss-Newton step increased the cost")
+        elif damping >= options.max_damping:
+            stop = ("NO_CONVERGENCE", f"damping reached its maximum {options.max_damping:g}")
+
+        if accepted and stop is None:
+            t0 = time.perf_counter()
+            residuals, jac = problem.linearize(state, res_dtype)
+            times["residual_jacobian"] += time.perf_counter() - t0
+        now = time.perf_counter()
+        report.iteration_time = now - it_start
+        report.total_time = now - start
+        summary.iterations.append(report)
+        if options.verbose:
+            if iteration == 1:
+                print(summary.iteration_table().splitlines()[0])
+            print(summary.iteration_table().splitlines()[-1])
+        if options.callback is not None:
+            options.callback(report)
+        if stop is not None:
+            summary.termination, summary.message = stop
+            break
+        if now - start > options.max_time_seconds:
+            summary.message = f"time limit of {options.max_time_seconds:g} s reached"
+            break
+    else:
+        summary.message = f"iteration limit of {options.max_iterations} reached"
+
+    summary.final_cost = cost
+    times["total"] = time.perf_counter() - start
+    return state, summary
+
+
+def problem_norm(state: Any) -> float:
+    """A scale for the parameter tolerance: the norm of the state's numeric content."""
+    if isinstance(state, np.ndarray):
+        return float(np.linalg.norm(state))
+    if isinstance(state, tuple | list):
+        return float(math.sqrt(sum(problem_norm(s) ** 2 for s in state)))
+    values = getattr(state, "translations", None)
+    return float(np.linalg.norm(values)) if values is not None else 0.0
+
+
+def _cost(residuals: np.ndarray) -> float:
+    r = residuals.astype(np.float64, copy=False)
+    return 0.5 * float(r @ r)

@@ -1,0 +1,70 @@
+"""ament_python-style setup for mp_slam_ros.
+
+Works both under colcon (ROS 2 workspace or a plain venv with
+colcon-common-extensions) and with a plain ``pip install -e .``.
+"""
+
+import os
+from glob import glob
+
+from setuptools import find_packages, setup
+
+package_name = 'mp_slam_ros'
+
+# Paths in data_files must be relative to this file's directory; colcon and
+# pip both run setup.py with that as the working directory, but make it
+# explicit so `python path/to/setup.py ...` behaves the same.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _share_files(subdir, pattern):
+    """Relative paths of files matching ``subdir/pattern`` (sorted).
+
+    Tolerates a missing or empty directory (returns []).
+    """
+    matches = glob(os.path.join(_HERE, subdir, pattern))
+    return sorted(
+        os.path.relpath(p, _HERE) for p in matches if os.path.isfile(p)
+    )
+
+
+data_files = [
+    ('share/ament_index/resource_index/packages',
+        ['resource/' + package_name]),
+    ('share/' + package_name, ['package.xml']),
+]
+for _subdir, _pattern in (('launch', '*.launch.py'), ('config', '*.yaml')):
+    _files = _share_files(_subdir, _pattern)
+    if _files:
+        data_files.append((os.path.join('share', package_name, _subdir), _files))
+
+setup(
+    name=package_name,
+    version='0.1.0',
+    packages=find_packages(exclude=['test', 'test.*']),
+    data_files=data_files,
+    install_requires=[
+        'numpy',
+        'scipy',
+        'numba',
+        'PyYAML',
+        'matplotlib',
+        'tqdm',
+    ],
+    extras_require={
+        'test': ['pytest'],
+        # Benchmark-only reference implementation (not needed at run time).
+        'bench': ['gtsam'],
+    },
+    zip_safe=True,
+    maintainer='mp_slam_ros maintainers',
+    maintainer_email='maintainers@example.org',
+    description='Mixed-precision visual SLAM solver core and ROS 2 nodes',
+    license='Apache-2.0',
+    python_requires='>=3.10',
+    entry_points={
+        'console_scripts': [
+            'mp-slam = mp_slam_ros.cli:main',
+        ],
+    },
+)
