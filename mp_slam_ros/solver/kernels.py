@@ -142,6 +142,25 @@ def block_ic_solve(lindptr, lindices, lvalues, dinv, bs, r, out, work):
     return out
 
 
+@njit(cache=True, nogil=True)
+def apply_block_preconditioner(lindptr, lindices, lvalues, dinv, bs, perm, r, out):
+    """out = P^T (L L^T)^-1 P r, with the block permutation perm (new position -> old block)."""
+    nb = perm.shape[0]
+    pr = np.empty_like(r)
+    pz = np.empty_like(r)
+    work = np.empty(bs, dtype=r.dtype)
+    for a in range(nb):
+        src = perm[a] * bs
+        for c in range(bs):
+            pr[a * bs + c] = r[src + c]
+    block_ic_solve(lindptr, lindices, lvalues, dinv, bs, pr, pz, work)
+    for a in range(nb):
+        dst = perm[a] * bs
+        for c in range(bs):
+            out[dst + c] = pz[a * bs + c]
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Block IC(0) factorisation in fp64 on the lower block triangle of a symmetric BSR matrix.
 # ---------------------------------------------------------------------------------------------
@@ -251,9 +270,10 @@ def block_ic0_factor(indptr, indices, blocks, bs, shift):
 # ---------------------------------------------------------------------------------------------
 # Krylov loops. Whole loops are compiled so that small problems do not pay Python overhead per
 # iteration. Status codes: 0 converged, 1 iteration cap, 2 breakdown (non-positive curvature,
-# i.e. the stored matrix is not positive definite any more), 3 non-finite values.
+# i.e. the stored matrix is not positive definite any more), 3 non-finite values, 4 stagnated
+# (round-off floor reached; the best iterate is returned).
 # ---------------------------------------------------------------------------------------------
-CG_CONVERGED, CG_MAX_ITERATIONS, CG_BREAKDOWN, CG_NON_FINITE = 0, 1, 2, 3
+CG_CONVERGED, CG_MAX_ITERATIONS, CG_BREAKDOWN, CG_NON_FINITE, CG_STAGNATED = 0, 1, 2, 3, 4
 
 
 @njit(cache=True, nogil=True)
@@ -266,39 +286,25 @@ def _dot(a, b):
 
 @njit(cache=True, nogil=True)
 def pcgls(
-    values,
-    col_start,
-    slot_offset,
-    slot_width,
-    rdim,
-    cdim,
-    ncols,
-    lindptr,
-    lindices,
-    lvalues,
-    dinv,
-    bs,
-    precondition,
-    b,
-    damping,
-    x,
-    tol,
-    q_tol,
-    max_iter,
-):
-    """Preconditioned CGLS (CGNR): min |J x - b|^2 + damping |x|^2 without forming J^T J.
+    values, col_start, slot_offset, slot_width, rdim, cdim, ncols,
+    lindptr, lindices, lvalues, dinv, bs, perm, precondition,
+    b, damping, x, tol, q_tol, max_iter,
+):  # fmt: skip
+    """Preconditioned CGLS (CGNR): min |J x - b|^2 + sum_k damping_k x_k^2 without forming J^T J.
 
-    The preconditioner M ~ J^T J + damping I is a block incomplete-Cholesky factor applied by two
-    triangular solves. Stops when the normal-equation residual |J^T(b - J x) - damping x| falls
-    below tol |J^T b|, or, for truncated-Newton steps, when the quadratic model's decrease has
-    stalled: i (Q_i - Q_{i-1}) / Q_i < q_tol (Nash and Sofer's rule, as Ceres uses it).
+    `damping` is per column. The preconditioner M ~ J^T J + diag(damping) is a block incomplete
+    Cholesky factor applied by two triangular solves. Stops when the normal-equation residual
+    |J^T(b - J x) - D x| falls below tol |J^T b|, or, for truncated-Newton steps, when the
+    quadratic model's decrease has stalled: i (Q_i - Q_{i-1}) / Q_i < q_tol (Nash and Sofer's
+    rule, as Ceres uses it). In finite precision CGLS can diverge once the residual has reached
+    round-off level, so the best iterate is kept and returned when the residual starts to grow.
     """
     m = b.shape[0]
     r = b.copy()
     s = np.empty(ncols, dtype=b.dtype)
     z = np.empty(ncols, dtype=b.dtype)
     q = np.empty(m, dtype=b.dtype)
-    work = np.empty(max(bs, 1), dtype=b.dtype)
+    best = np.zeros(ncols, dtype=b.dtype)
     x[:] = 0
     block_rmatvec(values, col_start, slot_offset, slot_width, rdim, cdim, r, s)
     snorm0 = np.sqrt(_dot(s, s))
@@ -307,20 +313,25 @@ def pcgls(
     if not np.isfinite(snorm0):
         return 0, CG_NON_FINITE, np.inf
     if precondition:
-        block_ic_solve(lindptr, lindices, lvalues, dinv, bs, s, z, work)
+        apply_block_preconditioner(lindptr, lindices, lvalues, dinv, bs, perm, s, z)
     else:
         z[:] = s
     p = z.copy()
     gamma = _dot(s, z)
     rel = 1.0
+    best_rel = 1.0
     model = 0.0
     for it in range(max_iter):
         block_matvec(values, col_start, slot_offset, slot_width, rdim, cdim, p, q)
-        delta = _dot(q, q) + damping * _dot(p, p)
+        delta = _dot(q, q)
+        for k in range(ncols):
+            delta += damping[k] * p[k] * p[k]
         if not np.isfinite(delta):
-            return it, CG_NON_FINITE, rel
+            x[:] = best
+            return it, CG_NON_FINITE, best_rel
         if delta <= 0:
-            return it, CG_BREAKDOWN, rel
+            x[:] = best
+            return it, CG_BREAKDOWN, best_rel
         alpha = gamma / delta
         # Each CG step lowers the quadratic model by alpha * gamma / 2 (model starts at 0 for x=0).
         previous_model = model
@@ -331,23 +342,157 @@ def pcgls(
             r[k] -= alpha * q[k]
         block_rmatvec(values, col_start, slot_offset, slot_width, rdim, cdim, r, s)
         for k in range(ncols):
-            s[k] -= damping * x[k]
+            s[k] -= damping[k] * x[k]
         rel = np.sqrt(_dot(s, s)) / snorm0
         if not np.isfinite(rel):
-            return it + 1, CG_NON_FINITE, rel
+            x[:] = best
+            return it + 1, (CG_STAGNATED if it > 0 else CG_NON_FINITE), best_rel
+        if rel < best_rel:
+            best_rel = rel
+            best[:] = x
+        elif rel > 1e3 * best_rel:
+            # Round-off has taken over: the residual grows instead of levelling off.
+            x[:] = best
+            return it + 1, CG_STAGNATED, best_rel
         if rel <= tol:
             return it + 1, CG_CONVERGED, rel
         if q_tol > 0 and model < 0 and (it + 1) * (model - previous_model) / model < q_tol:
             return it + 1, CG_CONVERGED, rel
         if precondition:
-            block_ic_solve(lindptr, lindices, lvalues, dinv, bs, s, z, work)
+            apply_block_preconditioner(lindptr, lindices, lvalues, dinv, bs, perm, s, z)
         else:
             z[:] = s
         gamma_new = _dot(s, z)
         if not (gamma_new > 0):
-            return it + 1, (CG_BREAKDOWN if np.isfinite(gamma_new) else CG_NON_FINITE), rel
+            x[:] = best
+            return it + 1, (CG_BREAKDOWN if np.isfinite(gamma_new) else CG_NON_FINITE), best_rel
         beta = gamma_new / gamma
         gamma = gamma_new
         for k in range(ncols):
             p[k] = z[k] + beta * p[k]
-    return max_iter, CG_MAX_ITERATIONS, rel
+    if best_rel < rel:
+        x[:] = best
+    return max_iter, CG_MAX_ITERATIONS, min(rel, best_rel)
+
+
+# ---------------------------------------------------------------------------------------------
+# Symbolic block factorisation with a level-of-fill limit (ILU(p)/IC(p) of Saad, ch. 10.3).
+# fill_level 0 keeps the pattern of A (IC(0)); a large fill_level gives the complete Cholesky
+# pattern. Works on the lower block triangle in the elimination order, rows sorted.
+# ---------------------------------------------------------------------------------------------
+@njit(cache=True)
+def symbolic_fill(indptr, indices, fill_level):
+    n = indptr.shape[0] - 1
+    big = np.int64(1) << 40
+    cap = max(indices.shape[0] * 2, 16)
+    out_cols = np.empty(cap, dtype=np.int64)
+    out_lev = np.empty(cap, dtype=np.int64)
+    out_ptr = np.zeros(n + 1, dtype=np.int64)
+    # Column lists of L built so far, as linked lists over the output entries.
+    col_head = np.full(n, -1, dtype=np.int64)
+    nxt = np.empty(cap, dtype=np.int64)
+    entry_row = np.empty(cap, dtype=np.int64)
+    lev = np.full(n, big, dtype=np.int64)
+    in_heap = np.zeros(n, dtype=np.bool_)
+    heap = np.empty(n, dtype=np.int64)
+    touched = np.empty(n, dtype=np.int64)
+    nnz = 0
+    for i in range(n):
+        hsize = 0
+        ntouched = 0
+        for p in range(indptr[i], indptr[i + 1]):
+            j = indices[p]
+            if j < i and not in_heap[j]:
+                lev[j] = 0
+                in_heap[j] = True
+                touched[ntouched] = j
+                ntouched += 1
+                # heap push
+                heap[hsize] = j
+                c = hsize
+                hsize += 1
+                while c > 0:
+                    parent = (c - 1) // 2
+                    if heap[parent] <= heap[c]:
+                        break
+                    heap[parent], heap[c] = heap[c], heap[parent]
+                    c = parent
+        row_start = nnz
+        while hsize > 0:
+            k = heap[0]
+            hsize -= 1
+            heap[0] = heap[hsize]
+            c = 0
+            while True:
+                left = 2 * c + 1
+                if left >= hsize:
+                    break
+                small = left
+                if left + 1 < hsize and heap[left + 1] < heap[left]:
+                    small = left + 1
+                if heap[c] <= heap[small]:
+                    break
+                heap[c], heap[small] = heap[small], heap[c]
+                c = small
+            lik = lev[k]
+            # Entry (i, k) is final now: store it and register it in column k.
+            if nnz + 2 >= cap:
+                cap *= 2
+                out_cols = _grow(out_cols, cap)
+                out_lev = _grow(out_lev, cap)
+                nxt = _grow(nxt, cap)
+                entry_row = _grow(entry_row, cap)
+            out_cols[nnz] = k
+            out_lev[nnz] = lik
+            nnz += 1
+            # Fill at (i, r) for every r in (k, i) with (r, k) in L.
+            e = col_head[k]
+            while e >= 0:
+                r = entry_row[e]
+                if r < i:
+                    new = lik + out_lev[e] + 1
+                    if new <= fill_level and new < lev[r]:
+                        lev[r] = new
+                        if not in_heap[r]:
+                            in_heap[r] = True
+                            touched[ntouched] = r
+                            ntouched += 1
+                            heap[hsize] = r
+                            c = hsize
+                            hsize += 1
+                            while c > 0:
+                                parent = (c - 1) // 2
+                                if heap[parent] <= heap[c]:
+                                    break
+                                heap[parent], heap[c] = heap[c], heap[parent]
+                                c = parent
+                e = nxt[e]
+        # Register row i's entries in their columns, then the diagonal.
+        for e in range(row_start, nnz):
+            k = out_cols[e]
+            entry_row[e] = i
+            nxt[e] = col_head[k]
+            col_head[k] = e
+        if nnz + 1 >= cap:
+            cap *= 2
+            out_cols = _grow(out_cols, cap)
+            out_lev = _grow(out_lev, cap)
+            nxt = _grow(nxt, cap)
+            entry_row = _grow(entry_row, cap)
+        out_cols[nnz] = i
+        out_lev[nnz] = 0
+        entry_row[nnz] = i
+        nxt[nnz] = -1
+        nnz += 1
+        out_ptr[i + 1] = nnz
+        for t in range(ntouched):
+            lev[touched[t]] = big
+            in_heap[touched[t]] = False
+    return out_ptr, out_cols[:nnz].copy()
+
+
+@njit(cache=True)
+def _grow(a, cap):
+    b = np.empty(cap, dtype=a.dtype)
+    b[: a.shape[0]] = a
+    return b

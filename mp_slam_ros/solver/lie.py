@@ -24,7 +24,7 @@ import math
 from fractions import Fraction
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 from numpy.typing import ArrayLike, NDArray
 
 __all__ = [
@@ -161,34 +161,40 @@ def _coef_q(theta2):
 # ---------------------------------------------------------------------------------------------
 # Per-element building blocks
 # ---------------------------------------------------------------------------------------------
-# These take whole arrays plus an index instead of per-element views (R[i], xi[:3]), and the ones
-# taking arrays are inlined at the IR level: in numba every view, and every array crossing a call,
-# increfs/decrefs the parent's meminfo atomically, which made the kernels 3-5x slower and made the
-# threads of the parallel edge loop contend on one counter.
+# These take whole arrays plus an index instead of per-element views (R[i], xi[:3]), the ones
+# taking arrays are inlined at the IR level, and 3x3 intermediates are row-major 9-tuples rather
+# than scratch arrays: in numba every view, and every array crossing a call, increfs/decrefs the
+# parent's meminfo atomically, which made the kernels 3-5x slower; tuples stay in registers.
 @njit(cache=True, nogil=True, inline="always")
-def _so3_poly_at(wx, wy, wz, c0, c1, c2, out, i, ro, co):
-    """out[i, ro:ro+3, co:co+3] = c0 I + c1 w^ + c2 w^ w^, the shape of every SO(3) closed form."""
-    out[i, ro, co] = c0 - c2 * (wy * wy + wz * wz)
-    out[i, ro + 1, co + 1] = c0 - c2 * (wx * wx + wz * wz)
-    out[i, ro + 2, co + 2] = c0 - c2 * (wx * wx + wy * wy)
-    out[i, ro, co + 1] = -c1 * wz + c2 * wx * wy
-    out[i, ro + 1, co] = c1 * wz + c2 * wx * wy
-    out[i, ro, co + 2] = c1 * wy + c2 * wx * wz
-    out[i, ro + 2, co] = -c1 * wy + c2 * wx * wz
-    out[i, ro + 1, co + 2] = -c1 * wx + c2 * wy * wz
-    out[i, ro + 2, co + 1] = c1 * wx + c2 * wy * wz
+def _load3(R, i):
+    """R[i] of a (n, 3, 3) array as a row-major 9-tuple."""
+    return (
+        R[i, 0, 0], R[i, 0, 1], R[i, 0, 2],
+        R[i, 1, 0], R[i, 1, 1], R[i, 1, 2],
+        R[i, 2, 0], R[i, 2, 1], R[i, 2, 2],
+    )  # fmt: skip
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _so3_log_at(R, i):
-    """Rotation vector of R[i], as a tuple."""
+@njit(cache=True, nogil=True)
+def _tr3_s(a):
+    return (a[0], a[3], a[6], a[1], a[4], a[7], a[2], a[5], a[8])
+
+
+@njit(cache=True, nogil=True)
+def _mv3_s(a, x, y, z):
+    return a[0] * x + a[1] * y + a[2] * z, a[3] * x + a[4] * y + a[5] * z, a[6] * x + a[7] * y + a[8] * z
+
+
+@njit(cache=True, nogil=True)
+def _so3_log_s(R):
+    """Rotation vector of the row-major 9-tuple R."""
     # sin(theta) u from the antisymmetric part, cos(theta) from the trace; atan2 of the two keeps
     # theta accurate to an ulp everywhere, including near 0 and pi where acos/asin alone fail.
-    wx = 0.5 * (R[i, 2, 1] - R[i, 1, 2])
-    wy = 0.5 * (R[i, 0, 2] - R[i, 2, 0])
-    wz = 0.5 * (R[i, 1, 0] - R[i, 0, 1])
+    wx = 0.5 * (R[7] - R[5])
+    wy = 0.5 * (R[2] - R[6])
+    wz = 0.5 * (R[3] - R[1])
     s = math.sqrt(wx * wx + wy * wy + wz * wz)
-    c = 0.5 * (R[i, 0, 0] + R[i, 1, 1] + R[i, 2, 2] - 1.0)
+    c = 0.5 * (R[0] + R[4] + R[8] - 1.0)
     c = min(1.0, max(-1.0, c))
     theta = math.atan2(s, c)
     if c >= 0.0:
@@ -197,20 +203,18 @@ def _so3_log_at(R, i):
         return f * wx, f * wy, f * wz
     # Near pi the antisymmetric part vanishes and its direction is noise, so the axis comes from
     # the symmetric part (R + R^T)/2 - cos I = (1 - cos) u u^T, using its largest row.
-    k = 0
-    if R[i, 1, 1] > R[i, k, k]:
-        k = 1
-    if R[i, 2, 2] > R[i, k, k]:
-        k = 2
-    u0 = 0.5 * (R[i, k, 0] + R[i, 0, k])
-    u1 = 0.5 * (R[i, k, 1] + R[i, 1, k])
-    u2 = 0.5 * (R[i, k, 2] + R[i, 2, k])
-    if k == 0:
-        u0 -= c
-    elif k == 1:
-        u1 -= c
+    if R[0] >= R[4] and R[0] >= R[8]:
+        u0 = R[0] - c
+        u1 = 0.5 * (R[1] + R[3])
+        u2 = 0.5 * (R[2] + R[6])
+    elif R[4] >= R[8]:
+        u0 = 0.5 * (R[1] + R[3])
+        u1 = R[4] - c
+        u2 = 0.5 * (R[5] + R[7])
     else:
-        u2 -= c
+        u0 = 0.5 * (R[2] + R[6])
+        u1 = 0.5 * (R[5] + R[7])
+        u2 = R[8] - c
     nrm = math.sqrt(u0 * u0 + u1 * u1 + u2 * u2)
     # The symmetric part fixes the axis only up to sign; the antisymmetric part picks it.
     if u0 * wx + u1 * wy + u2 * wz < 0.0:
@@ -228,7 +232,7 @@ def _se3_exp_at(xi, i, R, t):
     vy = xi[i, 4]
     vz = xi[i, 5]
     a, b, c = _coef_abc(wx * wx + wy * wy + wz * wz)
-    _so3_poly_at(wx, wy, wz, 1.0, a, b, R, i, 0, 0)
+    _put3(R, i, 0, 0, _so3_poly_s(wx, wy, wz, 1.0, a, b), 1.0)
     # t = V v with V = I + b w^ + c w^2
     cx = wy * vz - wz * vy
     cy = wz * vx - wx * vz
@@ -238,14 +242,11 @@ def _se3_exp_at(xi, i, R, t):
     t[i, 2] = vz + b * cz + c * (wx * cy - wy * cx)
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _se3_log_at(R, ir, t, it):
-    """Log of the pose (R[ir], t[it]) as a 6-tuple."""
-    wx, wy, wz = _so3_log_at(R, ir)
+@njit(cache=True, nogil=True)
+def _se3_log_s(R, tx, ty, tz):
+    """Log of the pose (row-major 9-tuple R, t) as a 6-tuple."""
+    wx, wy, wz = _so3_log_s(R)
     d = _coef_d(wx * wx + wy * wy + wz * wz)
-    tx = t[it, 0]
-    ty = t[it, 1]
-    tz = t[it, 2]
     # v = V^-1 t with V^-1 = I - w^/2 + d w^2
     cx = wy * tz - wz * ty
     cy = wz * tx - wx * tz
@@ -256,9 +257,9 @@ def _se3_log_at(R, ir, t, it):
     return wx, wy, wz, vx, vy, vz
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _se3_q_at(wx, wy, wz, vx, vy, vz, out, i, ro, co):
-    """Lower-left block Q of the SE(3) right Jacobian [[Jr_so3, 0], [Q, Jr_so3]].
+@njit(cache=True, nogil=True)
+def _se3_q_s(wx, wy, wz, vx, vy, vz):
+    """Lower-left block Q of the SE(3) right Jacobian [[Jr_so3, 0], [Q, Jr_so3]], row-major 9-tuple.
 
     This is Barfoot's left-Jacobian Q evaluated at -xi. Its products of skew matrices collapse
     (W V W = -(w.v) W, W W V + V W W = (w x v) w^T - w (w x v)^T - 2 (w.v) W, ... with W = w^,
@@ -272,26 +273,74 @@ def _se3_q_at(wx, wy, wz, vx, vy, vz, out, i, ro, co):
     uy = wz * vx - wx * vz
     uz = wx * vy - wy * vx
     # Q = -V/2 + a (v w^T + w v^T - 2p I + p W) - b (u w^T - w u^T + p W) - 2 c p W^2,
-    # with u = w x v and W^2 = w w^T - th2 I.
-    g = (a - b) * p
+    # with u = w x v and W^2 = w w^T - th2 I: a symmetric part, a diagonal and a skew part.
     h = 2.0 * c * p
     diag = -2.0 * a * p + h * th2
-    w = (wx, wy, wz)
-    v = (vx, vy, vz)
-    u = (ux, uy, uz)
+    g = (a - b) * p
+    sx = 0.5 * vx - g * wx
+    sy = 0.5 * vy - g * wy
+    sz = 0.5 * vz - g * wz
+
+    def outer(wr, vr, ur, wk, vk, uk):
+        return a * (vr * wk + wr * vk) - b * (ur * wk - wr * uk) - h * wr * wk
+
+    return (
+        outer(wx, vx, ux, wx, vx, ux) + diag,
+        outer(wx, vx, ux, wy, vy, uy) + sz,
+        outer(wx, vx, ux, wz, vz, uz) - sy,
+        outer(wy, vy, uy, wx, vx, ux) - sz,
+        outer(wy, vy, uy, wy, vy, uy) + diag,
+        outer(wy, vy, uy, wz, vz, uz) + sx,
+        outer(wz, vz, uz, wx, vx, ux) + sy,
+        outer(wz, vz, uz, wy, vy, uy) - sx,
+        outer(wz, vz, uz, wz, vz, uz) + diag,
+    )
+
+
+@njit(cache=True, nogil=True)
+def _so3_poly_s(wx, wy, wz, c0, c1, c2):
+    """c0 I + c1 w^ + c2 w^ w^ as a row-major 9-tuple: the shape of every SO(3) closed form."""
+    return (
+        c0 - c2 * (wy * wy + wz * wz),
+        -c1 * wz + c2 * wx * wy,
+        c1 * wy + c2 * wx * wz,
+        c1 * wz + c2 * wx * wy,
+        c0 - c2 * (wx * wx + wz * wz),
+        -c1 * wx + c2 * wy * wz,
+        -c1 * wy + c2 * wx * wz,
+        c1 * wx + c2 * wy * wz,
+        c0 - c2 * (wx * wx + wy * wy),
+    )
+
+
+@njit(cache=True, nogil=True)
+def _mm3_s(a, b):
+    """Product of two row-major 3x3 9-tuples."""
+    return (
+        a[0] * b[0] + a[1] * b[3] + a[2] * b[6],
+        a[0] * b[1] + a[1] * b[4] + a[2] * b[7],
+        a[0] * b[2] + a[1] * b[5] + a[2] * b[8],
+        a[3] * b[0] + a[4] * b[3] + a[5] * b[6],
+        a[3] * b[1] + a[4] * b[4] + a[5] * b[7],
+        a[3] * b[2] + a[4] * b[5] + a[5] * b[8],
+        a[6] * b[0] + a[7] * b[3] + a[8] * b[6],
+        a[6] * b[1] + a[7] * b[4] + a[8] * b[7],
+        a[6] * b[2] + a[7] * b[5] + a[8] * b[8],
+    )
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _put3(out, i, ro, co, m, scale):
     for r in range(3):
         for k in range(3):
-            out[i, ro + r, co + k] = (
-                a * (v[r] * w[k] + w[r] * v[k]) - b * (u[r] * w[k] - w[r] * u[k]) - h * w[r] * w[k]
-            )
-        out[i, ro + r, co + r] += diag
-    # the skew part, -V/2 + g W
-    out[i, ro, co + 1] += 0.5 * vz - g * wz
-    out[i, ro + 1, co] -= 0.5 * vz - g * wz
-    out[i, ro, co + 2] -= 0.5 * vy - g * wy
-    out[i, ro + 2, co] += 0.5 * vy - g * wy
-    out[i, ro + 1, co + 2] += 0.5 * vx - g * wx
-    out[i, ro + 2, co + 1] -= 0.5 * vx - g * wx
+            out[i, ro + r, co + k] = scale * m[3 * r + k]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _zero3(out, i, ro, co):
+    for r in range(3):
+        for k in range(3):
+            out[i, ro + r, co + k] = 0.0
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -300,31 +349,23 @@ def _se3_jr_at(xi, i, J):
     wy = xi[i, 1]
     wz = xi[i, 2]
     _, b, c = _coef_abc(wx * wx + wy * wy + wz * wz)
-    _so3_poly_at(wx, wy, wz, 1.0, -b, c, J, i, 0, 0)
-    _so3_poly_at(wx, wy, wz, 1.0, -b, c, J, i, 3, 3)
-    for r in range(3):
-        for k in range(3):
-            J[i, r, 3 + k] = 0.0
-    _se3_q_at(wx, wy, wz, xi[i, 3], xi[i, 4], xi[i, 5], J, i, 3, 0)
+    A = _so3_poly_s(wx, wy, wz, 1.0, -b, c)
+    _put3(J, i, 0, 0, A, 1.0)
+    _put3(J, i, 3, 3, A, 1.0)
+    _zero3(J, i, 0, 3)
+    _put3(J, i, 3, 0, _se3_q_s(wx, wy, wz, xi[i, 3], xi[i, 4], xi[i, 5]), 1.0)
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _se3_jr_inv_at(wx, wy, wz, vx, vy, vz, J, i, s):
-    """Jr^-1 of (w, v) into J[i]; s is a (>= 2, 3, 3) scratch array."""
+def _se3_jr_inv_at(wx, wy, wz, vx, vy, vz, J, i):
+    """Jr^-1 of (w, v) into J[i]."""
     d = _coef_d(wx * wx + wy * wy + wz * wz)
-    _so3_poly_at(wx, wy, wz, 1.0, 0.5, d, J, i, 0, 0)
-    _so3_poly_at(wx, wy, wz, 1.0, 0.5, d, J, i, 3, 3)
-    for r in range(3):
-        for k in range(3):
-            J[i, r, 3 + k] = 0.0
+    A = _so3_poly_s(wx, wy, wz, 1.0, 0.5, d)
+    _put3(J, i, 0, 0, A, 1.0)
+    _put3(J, i, 3, 3, A, 1.0)
+    _zero3(J, i, 0, 3)
     # The inverse of [[A^-1, 0], [Q, A^-1]] is [[A, 0], [-A Q A, A]].
-    _se3_q_at(wx, wy, wz, vx, vy, vz, s, 0, 0, 0)
-    for r in range(3):
-        for k in range(3):
-            s[1, r, k] = J[i, r, 0] * s[0, 0, k] + J[i, r, 1] * s[0, 1, k] + J[i, r, 2] * s[0, 2, k]
-    for r in range(3):
-        for k in range(3):
-            J[i, 3 + r, k] = -(s[1, r, 0] * J[i, 0, k] + s[1, r, 1] * J[i, 1, k] + s[1, r, 2] * J[i, 2, k])
+    _put3(J, i, 3, 0, _mm3_s(_mm3_s(A, _se3_q_s(wx, wy, wz, vx, vy, vz)), A), -1.0)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -383,13 +424,13 @@ def _so3_exp_kernel(w, R):
         wy = w[i, 1]
         wz = w[i, 2]
         a, b, _ = _coef_abc(wx * wx + wy * wy + wz * wz)
-        _so3_poly_at(wx, wy, wz, 1.0, a, b, R, i, 0, 0)
+        _put3(R, i, 0, 0, _so3_poly_s(wx, wy, wz, 1.0, a, b), 1.0)
 
 
 @njit(cache=True, nogil=True)
 def _so3_log_kernel(R, w):
     for i in range(R.shape[0]):
-        w[i, 0], w[i, 1], w[i, 2] = _so3_log_at(R, i)
+        w[i, 0], w[i, 1], w[i, 2] = _so3_log_s(_load3(R, i))
 
 
 @njit(cache=True, nogil=True)
@@ -401,7 +442,13 @@ def _se3_exp_kernel(xi, R, t):
 @njit(cache=True, nogil=True)
 def _se3_log_kernel(R, t, xi):
     for i in range(R.shape[0]):
-        xi[i, 0], xi[i, 1], xi[i, 2], xi[i, 3], xi[i, 4], xi[i, 5] = _se3_log_at(R, i, t, i)
+        w0, w1, w2, v0, v1, v2 = _se3_log_s(_load3(R, i), t[i, 0], t[i, 1], t[i, 2])
+        xi[i, 0] = w0
+        xi[i, 1] = w1
+        xi[i, 2] = w2
+        xi[i, 3] = v0
+        xi[i, 4] = v1
+        xi[i, 5] = v2
 
 
 @njit(cache=True, nogil=True)
@@ -424,9 +471,8 @@ def _se3_jr_kernel(xi, J):
 
 @njit(cache=True, nogil=True)
 def _se3_jr_inv_kernel(xi, J):
-    s = np.empty((2, 3, 3))
     for i in range(xi.shape[0]):
-        _se3_jr_inv_at(xi[i, 0], xi[i, 1], xi[i, 2], xi[i, 3], xi[i, 4], xi[i, 5], J, i, s)
+        _se3_jr_inv_at(xi[i, 0], xi[i, 1], xi[i, 2], xi[i, 3], xi[i, 4], xi[i, 5], J, i)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -521,75 +567,56 @@ def _inverse_kernel(Rin, tin, R, t):
             t[i, r] = acc
 
 
-# Edges per parallel task: large enough that the per-task scratch allocation is negligible,
-# small enough that the threads still balance on a few thousand edges.
-_EDGE_CHUNK = 512
-
-
-@njit(cache=True, nogil=True, parallel=True)
+# A plain loop rather than prange: on a 2-core machine a parallel version ran 2x faster only while
+# no other process wanted a core (and slower than serial when one did), and numba's GNU OpenMP
+# layer aborts any forked child (multiprocessing's default on Linux) that calls the kernel again.
+# nogil lets a caller run disjoint edge slices on threads instead.
+@njit(cache=True, nogil=True)
 def _se3_between_error_kernel(Ri, ti, Rj, tj, Rz, tz, e, Ji, Jj):
-    n = Ri.shape[0]
-    for ch in prange((n + _EDGE_CHUNK - 1) // _EDGE_CHUNK):
-        # m[0], m[1]: Jr^-1 scratch, then P below; m[2] = Rij; m[3] = Re.  v[0] = tij; v[1] = te.
-        m = np.empty((4, 3, 3))
-        v = np.empty((2, 3))
-        for i in range(ch * _EDGE_CHUNK, min(n, (ch + 1) * _EDGE_CHUNK)):
-            # Tij = Ti^-1 Tj
-            d0 = tj[i, 0] - ti[i, 0]
-            d1 = tj[i, 1] - ti[i, 1]
-            d2 = tj[i, 2] - ti[i, 2]
-            for r in range(3):
-                v[0, r] = Ri[i, 0, r] * d0 + Ri[i, 1, r] * d1 + Ri[i, 2, r] * d2
-                for c in range(3):
-                    acc = 0.0
-                    for k in range(3):
-                        acc += Ri[i, k, r] * Rj[i, k, c]
-                    m[2, r, c] = acc
-            # E = Z^-1 Tij
-            d0 = v[0, 0] - tz[i, 0]
-            d1 = v[0, 1] - tz[i, 1]
-            d2 = v[0, 2] - tz[i, 2]
-            for r in range(3):
-                v[1, r] = Rz[i, 0, r] * d0 + Rz[i, 1, r] * d1 + Rz[i, 2, r] * d2
-                for c in range(3):
-                    acc = 0.0
-                    for k in range(3):
-                        acc += Rz[i, k, r] * m[2, k, c]
-                    m[3, r, c] = acc
-            e0, e1, e2, e3, e4, e5 = _se3_log_at(m, 3, v, 1)
-            e[i, 0] = e0
-            e[i, 1] = e1
-            e[i, 2] = e2
-            e[i, 3] = e3
-            e[i, 4] = e4
-            e[i, 5] = e5
-            _se3_jr_inv_at(e0, e1, e2, e3, e4, e5, Jj, i, m)
-            # Ad(Tj^-1 Ti) = [[Rji, 0], [P, Rji]] with Rji = Rij^T and P = tji^ Rji = -Rij^T tij^.
-            # Jj = [[A, 0], [L, A]] is block lower-triangular too, so
-            # J_i = -Jj Ad = -[[A Rji, 0], [L Rji + A P, A Rji]].
-            for r in range(3):
-                # row r of -Rij^T tij^ is (tij x Rij[:, r])^T
-                m[0, r, 0] = v[0, 1] * m[2, 2, r] - v[0, 2] * m[2, 1, r]
-                m[0, r, 1] = v[0, 2] * m[2, 0, r] - v[0, 0] * m[2, 2, r]
-                m[0, r, 2] = v[0, 0] * m[2, 1, r] - v[0, 1] * m[2, 0, r]
-            for r in range(3):
-                for c in range(3):
-                    ar = 0.0
-                    lr = 0.0
-                    ap = 0.0
-                    for k in range(3):
-                        ar += Jj[i, r, k] * m[2, c, k]
-                        lr += Jj[i, 3 + r, k] * m[2, c, k]
-                        ap += Jj[i, r, k] * m[0, k, c]
-                    Ji[i, r, c] = -ar
-                    Ji[i, 3 + r, 3 + c] = -ar
-                    Ji[i, r, 3 + c] = 0.0
-                    Ji[i, 3 + r, c] = -(lr + ap)
+    for i in range(Ri.shape[0]):
+        # Tij = Ti^-1 Tj, then E = Z^-1 Tij
+        RiT = _tr3_s(_load3(Ri, i))
+        RzT = _tr3_s(_load3(Rz, i))
+        Rij = _mm3_s(RiT, _load3(Rj, i))
+        tx, ty, tz_ = _mv3_s(RiT, tj[i, 0] - ti[i, 0], tj[i, 1] - ti[i, 1], tj[i, 2] - ti[i, 2])
+        ex, ey, ez = _mv3_s(RzT, tx - tz[i, 0], ty - tz[i, 1], tz_ - tz[i, 2])
+        e0, e1, e2, e3, e4, e5 = _se3_log_s(_mm3_s(RzT, Rij), ex, ey, ez)
+        e[i, 0] = e0
+        e[i, 1] = e1
+        e[i, 2] = e2
+        e[i, 3] = e3
+        e[i, 4] = e4
+        e[i, 5] = e5
+        # Jj = Jr^-1(e) = [[A, 0], [-L, A]] with L = A Q A
+        A = _so3_poly_s(e0, e1, e2, 1.0, 0.5, _coef_d(e0 * e0 + e1 * e1 + e2 * e2))
+        L = _mm3_s(_mm3_s(A, _se3_q_s(e0, e1, e2, e3, e4, e5)), A)
+        _put3(Jj, i, 0, 0, A, 1.0)
+        _put3(Jj, i, 3, 3, A, 1.0)
+        _zero3(Jj, i, 0, 3)
+        _put3(Jj, i, 3, 0, L, -1.0)
+        # Ad(Tj^-1 Ti) = [[Rji, 0], [P, Rji]] with Rji = Rij^T and P = tji^ Rji = -Rij^T tij^,
+        # whose row r is (tij x Rij[:, r])^T. Both factors are block lower-triangular, so
+        # J_i = -Jj Ad = -[[A Rji, 0], [A P - L Rji, A Rji]].
+        Rji = _tr3_s(Rij)
+        P = (
+            ty * Rij[6] - tz_ * Rij[3], tz_ * Rij[0] - tx * Rij[6], tx * Rij[3] - ty * Rij[0],
+            ty * Rij[7] - tz_ * Rij[4], tz_ * Rij[1] - tx * Rij[7], tx * Rij[4] - ty * Rij[1],
+            ty * Rij[8] - tz_ * Rij[5], tz_ * Rij[2] - tx * Rij[8], tx * Rij[5] - ty * Rij[2],
+        )  # fmt: skip
+        ARji = _mm3_s(A, Rji)
+        LRji = _mm3_s(L, Rji)
+        AP = _mm3_s(A, P)
+        _put3(Ji, i, 0, 0, ARji, -1.0)
+        _put3(Ji, i, 3, 3, ARji, -1.0)
+        _zero3(Ji, i, 0, 3)
+        for r in range(3):
+            for k in range(3):
+                Ji[i, 3 + r, k] = LRji[3 * r + k] - AP[3 * r + k]
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True)
 def _se2_between_error_kernel(Ri, ti, Rj, tj, Rz, tz, e, Ji, Jj):
-    for i in prange(Ri.shape[0]):
+    for i in range(Ri.shape[0]):
         # Tij = Ti^-1 Tj, with rotations as (cos, sin) pairs
         ci = Ri[i, 0, 0]
         si = Ri[i, 1, 0]

@@ -29,6 +29,7 @@ _STATUS = {
     kernels.CG_MAX_ITERATIONS: "max_iterations",
     kernels.CG_BREAKDOWN: "breakdown",
     kernels.CG_NON_FINITE: "non_finite",
+    kernels.CG_STAGNATED: "stagnated",
 }
 
 
@@ -90,14 +91,16 @@ class StoredJacobian:
     precision: Precision
 
     @classmethod
-    def store(cls, jac: BlockJacobian, precision: Precision, scale: bool = True) -> StoredJacobian:
+    def store(
+        cls, jac: BlockJacobian, precision: Precision, scale: bool = True, column_norms: np.ndarray | None = None
+    ) -> StoredJacobian:
         """Scale the columns to unit norm (unless `scale` is False) and round to `precision`.
 
         With unit columns every entry is in [-1, 1], so fp16 cannot overflow; only the naive fp16
         preset skips this, to show what happens without it.
         """
         if scale:
-            norms = jac.column_norms()
+            norms = jac.column_norms() if column_norms is None else column_norms
             column_scale = np.where(norms > 0, norms, 1.0)
         else:
             column_scale = np.ones(jac.num_columns)
@@ -124,21 +127,23 @@ class StoredJacobian:
 def solve_cgnr(
     jac: StoredJacobian,
     rhs: np.ndarray,
-    damping: float,
-    preconditioner: BlockIC0 | None,
+    damping: float | np.ndarray,
+    preconditioner: BlockIncompleteCholesky | None,
     vector_precision: Precision,
     tol: float,
     max_iterations: int,
     q_tolerance: float = 0.0,
 ) -> LinearSolveResult:
-    """Solve min |J x - rhs|^2 + damping |S x|^2 by preconditioned CGLS on J_s (y = S x).
+    """Solve min |J x - rhs|^2 + sum_k damping_k x_k^2 by preconditioned CGLS on J_s (y = S x).
 
-    With unit columns, damping * I on y is Marquardt's damping * diag(J^T J) on x. The
-    preconditioner, if given, approximates J_s^T J_s (its factor from the first linearisation).
-    Vectors and scalars are at `vector_precision`; the returned x is fp64.
+    `damping` (a scalar or one value per column) is in the caller's unscaled variables; in the
+    scaled ones it becomes damping_k / S_k^2. The preconditioner, if given, approximates
+    J_s^T J_s (its factor from the first linearisation). Vectors and scalars are at
+    `vector_precision`; the returned x is fp64.
     """
     vec = vector_precision.dtype
     b = np.ascontiguousarray(rhs, dtype=vec)
+    scaled_damping = (np.broadcast_to(damping, (jac.num_columns,)) / jac.column_scale**2).astype(vec)
     y = np.zeros(jac.num_columns, dtype=vec)
     if preconditioner is not None:
         assert preconditioner.lvalues is not None and preconditioner.dinv is not None
@@ -148,11 +153,12 @@ def solve_cgnr(
             preconditioner.lvalues,
             preconditioner.dinv,
             preconditioner.block_size,
+            preconditioner.perm,
             True,
         )
     else:
         empty = np.zeros(0, dtype=np.int64)
-        pre = (empty, empty, np.zeros(0, dtype=vec), np.zeros(0, dtype=vec), 1, False)
+        pre = (empty, empty, np.zeros(0, dtype=vec), np.zeros(0, dtype=vec), 1, empty, False)
     its, status, rel = kernels.pcgls(
         jac.values,
         jac.col_start,
@@ -163,7 +169,7 @@ def solve_cgnr(
         jac.num_columns,
         *pre,
         b,
-        vec.type(damping),
+        scaled_damping,
         y,
         tol,
         q_tolerance,
@@ -226,59 +232,134 @@ class BlockSparseMatrix:
         return BlockSparseMatrix(indptr.astype(np.int64), self.indices[keep], self.blocks[keep])
 
 
-@dataclass
-class BlockIC0:
-    """Static block incomplete-Cholesky factor L (H ~ L L^T), factored once in fp64.
+FULL_FILL = 1 << 30  # a fill level that admits every fill block: the complete factor
 
-    The fp64 factor is kept so that the stored copy can be re-made at a wider precision when
-    the configured one overflows.
+
+def fill_reducing_order(matrix: BlockSparseMatrix) -> np.ndarray:
+    """A minimum-degree ordering of the block graph (new position -> old block), from SuperLU."""
+    nb = matrix.indptr.shape[0] - 1
+    rows = np.repeat(np.arange(nb), np.diff(matrix.indptr))
+    # A diagonally dominant stand-in with the block pattern: SuperLU only needs the structure.
+    graph = sp.csc_matrix((np.full(rows.size, -1.0), (rows, matrix.indices)), shape=(nb, nb))
+    graph = graph + sp.diags(np.asarray(abs(graph).sum(axis=1)).ravel() + 1.0)
+    lu = spla.splu(graph.tocsc(), permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options={"SymmetricMode": True})
+    # L U = Pc^T A Pc with Pc[i, perm_c[i]] = 1, so new position a holds old block argsort(perm_c)[a].
+    return np.argsort(lu.perm_c).astype(np.int64)
+
+
+@dataclass
+class BlockIncompleteCholesky:
+    """Static block incomplete-Cholesky factor, P H P^T ~ L L^T, factored once in fp64.
+
+    `fill_level` 0 is IC(0) (the pattern of H); higher levels admit fill of that level
+    (IC(p)); a very large level is the complete factor of the matrix it was built from. The
+    ordering is natural or minimum degree (which keeps fill, and so storage and triangular-solve
+    time, small). The fp64 factor is kept so that the stored copy can be re-made at a wider
+    precision when the configured one overflows.
     """
 
     lindptr: np.ndarray
     lindices: np.ndarray
-    lower64: np.ndarray  # (nnz_lower, bs, bs)
-    dinv64: np.ndarray  # (n_blocks, bs, bs)
+    lower64: np.ndarray  # (nnz_strictly_lower, bs, bs)
+    dinv64: np.ndarray  # (n_blocks, bs, bs): inverses of the diagonal blocks of L
+    perm: np.ndarray  # new position -> old block
     shift: float
     attempts: int
+    fill_level: int
     lvalues: np.ndarray | None = None
     dinv: np.ndarray | None = None
     precision: Precision | None = None
 
     @classmethod
     def factor(
-        cls, matrix: BlockSparseMatrix, initial_shift: float = 1e-3, max_attempts: int = 30
-    ) -> BlockIC0:
+        cls,
+        matrix: BlockSparseMatrix,
+        fill_level: int = 0,
+        ordering: str = "natural",
+        initial_shift: float = 1e-3,
+        max_attempts: int = 30,
+    ) -> BlockIncompleteCholesky:
         """Factor; on breakdown retry with a diagonal shift that grows tenfold (Manteuffel)."""
-        low = matrix.lower()
+        nb = matrix.indptr.shape[0] - 1
         bs = matrix.block_size
-        rows = np.repeat(np.arange(low.indptr.shape[0] - 1), np.diff(low.indptr))
-        strict = low.indices < rows
-        lindptr = np.concatenate(
-            [[0], np.cumsum(np.bincount(rows[strict], minlength=low.indptr.shape[0] - 1))]
-        ).astype(np.int64)
+        if ordering == "natural":
+            perm = np.arange(nb, dtype=np.int64)
+        elif ordering == "mmd":
+            perm = fill_reducing_order(matrix)
+        else:
+            raise ValueError(f"ordering must be 'natural' or 'mmd', got '{ordering}'")
+        inv = np.empty(nb, dtype=np.int64)
+        inv[perm] = np.arange(nb)
+        rows = np.repeat(np.arange(nb), np.diff(matrix.indptr))
+        new_r, new_c = inv[rows], inv[matrix.indices]
+        lower = new_c <= new_r
+        # Blocks above the diagonal in the new order are transposes of blocks below it.
+        blocks = np.where((new_c <= new_r)[:, None, None], matrix.blocks, np.swapaxes(matrix.blocks, 1, 2))
+        lo_r = np.where(lower, new_r, new_c)
+        lo_c = np.where(lower, new_c, new_r)
+        key = lo_r * nb + lo_c
+        key, first = np.unique(key, return_index=True)
+        lo_r, lo_c, blocks = key // nb, key % nb, blocks[first]
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(lo_r, minlength=nb))]).astype(np.int64)
+        level = int(min(fill_level, 1 << 30))
+        pptr, pcols = kernels.symbolic_fill(indptr, lo_c.astype(np.int64), level)
+        prow = np.repeat(np.arange(nb), np.diff(pptr))
+        pattern_blocks = np.zeros((pcols.size, bs, bs))
+        pattern_blocks[np.searchsorted(prow * nb + pcols, key)] = blocks
+        strict = pcols < prow
+        lindptr = np.concatenate([[0], np.cumsum(np.bincount(prow[strict], minlength=nb))]).astype(np.int64)
         shift = 0.0
         for attempt in range(1, max_attempts + 1):
-            ok, lower, dinv = kernels.block_ic0_factor(low.indptr, low.indices, low.blocks, bs, shift)
-            if ok and np.all(np.isfinite(dinv)) and np.all(np.isfinite(lower)):
-                return cls(lindptr, low.indices[strict], lower[strict], dinv, shift, attempt)
+            ok, lower_blocks, dinv = kernels.block_ic0_factor(pptr, pcols, pattern_blocks, bs, shift)
+            if ok and np.all(np.isfinite(dinv)) and np.all(np.isfinite(lower_blocks)):
+                return cls(lindptr, pcols[strict], lower_blocks[strict], dinv, perm, shift, attempt, fill_level)
             shift = initial_shift if shift == 0.0 else shift * 10.0
-        raise np.linalg.LinAlgError(f"block IC(0) broke down even with a diagonal shift of {shift:g}")
+        raise np.linalg.LinAlgError(f"block incomplete Cholesky broke down even with a diagonal shift of {shift:g}")
 
     @property
     def block_size(self) -> int:
         return int(self.dinv64.shape[1])
 
-    def stored(self, precision: Precision) -> BlockIC0:
+    @property
+    def num_blocks(self) -> int:
+        """Stored blocks: strictly lower plus diagonal."""
+        return int(self.lower64.shape[0] + self.dinv64.shape[0])
+
+    def stored(self, precision: Precision) -> BlockIncompleteCholesky:
         if self.precision is not precision:
             self.lvalues = store_values(self.lower64.reshape(-1), precision, "preconditioner")
             self.dinv = store_values(self.dinv64.reshape(-1), precision, "preconditioner")
             self.precision = precision
         return self
 
+    def apply(self, r: np.ndarray) -> np.ndarray:
+        """M^-1 r at the stored precision (for tests and diagnostics; the solver applies it in-kernel)."""
+        assert self.lvalues is not None and self.dinv is not None
+        out = np.empty_like(r)
+        kernels.apply_block_preconditioner(
+            self.lindptr, self.lindices, self.lvalues, self.dinv, self.block_size, self.perm, r, out
+        )
+        return out
 
-def solve_direct(matrix: sp.spmatrix, rhs: np.ndarray) -> LinearSolveResult:
-    """fp64 sparse LU (SuperLU with a fill-reducing ordering) of a symmetric positive definite matrix."""
-    lu = spla.splu(sp.csc_matrix(matrix, dtype=np.float64), permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0)
-    x = lu.solve(np.asarray(rhs, dtype=np.float64))
+
+def solve_direct(matrix: sp.spmatrix, rhs: np.ndarray, block_size: int = 1) -> LinearSolveResult:
+    """fp64 sparse Cholesky with a minimum-degree ordering (the reference solver); rhs (n,) or (n, k).
+
+    Uses the block factorisation with complete fill, and SuperLU when the matrix is not
+    numerically positive definite (its pivoting copes with what Cholesky cannot).
+    """
+    rhs = np.asarray(rhs, dtype=np.float64)
+    try:
+        factor = BlockIncompleteCholesky.factor(
+            BlockSparseMatrix.from_scipy(matrix, block_size), fill_level=FULL_FILL, ordering="mmd", max_attempts=1
+        )
+        factor.stored(Precision.FP64)
+        x = factor.apply(rhs) if rhs.ndim == 1 else np.stack([factor.apply(c) for c in rhs.T], axis=1)
+    except np.linalg.LinAlgError:
+        try:
+            lu = spla.splu(sp.csc_matrix(matrix, dtype=np.float64), permc_spec="MMD_AT_PLUS_A")
+        except RuntimeError:  # exactly singular
+            return LinearSolveResult(np.zeros_like(rhs), 1, "non_finite", np.inf)
+        x = lu.solve(rhs)
     ok = bool(np.all(np.isfinite(x)))
     return LinearSolveResult(x, 1, "direct" if ok else "non_finite", 0.0)

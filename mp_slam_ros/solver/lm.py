@@ -21,7 +21,8 @@ import scipy.sparse as sp
 
 from .jacobian import BlockJacobian
 from .linear import (
-    BlockIC0,
+    FULL_FILL,
+    BlockIncompleteCholesky,
     BlockSparseMatrix,
     LinearSolveResult,
     PrecisionOverflow,
@@ -79,7 +80,13 @@ class SolverOptions:
     cg_tolerance: float = 1e-6  # relative normal-equation residual of the inner solve
     cg_q_tolerance: float = 1e-1  # truncated-Newton stop on the model decrease (Ceres' eta); 0 = off
     cg_max_iterations: int = 500
-    ic_refactor_each_iteration: bool = False  # the recipe factors IC(0) once per problem
+    ic_refactor_each_iteration: bool = False  # the recipe factors the preconditioner once per problem
+    # Level of fill of the static preconditioner: 0 = IC(0), k = IC(k), FULL_FILL = every fill block,
+    # i.e. the complete factor of the first linearisation, which later iterations only approximate.
+    # FULL_FILL is the default because with minimum-degree ordering its fill is small and it cuts CG
+    # iterations ~15x against IC(0) on the shared pose graphs (see benchmarks/README.md).
+    ic_fill_level: int = FULL_FILL
+    ic_ordering: str = "mmd"  # natural | mmd (minimum degree: less fill, faster triangular solves)
     verbose: bool = False
     callback: Callable[[IterationReport], None] | None = None
 
@@ -137,10 +144,12 @@ class SolverSummary:
             "preconditioner": 0.0,
             "linear_solve": 0.0,
             "update": 0.0,
+            "initialization": 0.0,
             "total": 0.0,
         }
     )
     fallbacks: list[FallbackEvent] = field(default_factory=list)
+    projected_information_edges: int = 0  # edges whose information matrix was projected to PSD
     preconditioner_factorizations: int = 0
     preconditioner_shift: float = 0.0
     total_cg_iterations: int = 0
@@ -178,10 +187,12 @@ class SolverSummary:
             f"{self.total_cg_iterations} CG iterations",
             f"  time [s]       : total {t['total']:.4f} = residual+Jacobian {t['residual_jacobian']:.4f}, "
             f"gradient+scaling {t['gradient_and_scaling']:.4f}, preconditioner {t['preconditioner']:.4f}, "
-            f"linear solve {t['linear_solve']:.4f}, update {t['update']:.4f}",
+            f"linear solve {t['linear_solve']:.4f}, update {t['update']:.4f}, "
+            f"initialisation {t['initialization']:.4f}",
             f"  preconditioner : {self.preconditioner_factorizations} factorisation(s), "
             f"diagonal shift {self.preconditioner_shift:g}",
             f"  fp16 fallbacks : {self.num_fallbacks}",
+            f"  PSD projection : {self.projected_information_edges} information matrices changed",
         ]
         for ev in self.fallbacks:
             lines.append(
@@ -211,15 +222,17 @@ class _LinearSystem:
         self.options = options
         self.precision = precision
         self.summary = summary
-        self.preconditioner: BlockIC0 | None = None
+        self.preconditioner: BlockIncompleteCholesky | None = None
         self.iteration = 0
         self.block_size = 1
 
-    def _fallback(self, stage: str, reason: str) -> None:
+    def _fallback(self, stage: str, reason: str) -> bool:
+        """Widen one stage, loudly. False when it is already fp64 (nothing left to widen)."""
         current: Precision = getattr(self.precision, stage)
         wider = current.higher()
         if wider is current:
-            raise FloatingPointError(f"{stage} failed at fp64, nothing wider to fall back to: {reason}")
+            log.warning("iteration %d: %s failed at fp64 (%s); the step is rejected", self.iteration, stage, reason)
+            return False
         self.summary.fallbacks.append(
             FallbackEvent(self.iteration, stage, current.value, wider.value, reason)
         )
@@ -232,6 +245,7 @@ class _LinearSystem:
             reason,
         )
         self.precision = self.precision.with_stage(stage, wider)
+        return True
 
     def _stage_to_widen(self) -> str:
         # A failed Krylov solve cannot say which stored operand went wrong; widen the narrowest.
@@ -245,37 +259,38 @@ class _LinearSystem:
     def solve(
         self, jac: BlockJacobian, residuals: np.ndarray, damping: float
     ) -> tuple[LinearSolveResult, np.ndarray]:
-        """Step dx for min |r + J dx|^2 + damping |D dx|^2, and the gradient J^T r (fp64)."""
+        """Step dx for min |r + J dx|^2 + damping * dx^T clip(diag(J^T J)) dx, and the gradient J^T r.
+
+        A result with `failed` set means no precision could produce a usable step; the caller
+        rejects it and raises the damping.
+        """
         opts = self.options
         times = self.summary.stage_times
         t0 = time.perf_counter()
         gradient = jac.rmatvec(residuals)
+        norms = jac.column_norms()
+        damping_diag = damping * np.clip(norms**2, opts.min_diagonal, opts.max_diagonal)
         times["gradient_and_scaling"] += time.perf_counter() - t0
         if opts.linear_solver == "cholesky":
             t0 = time.perf_counter()
             csr = jac.to_csr()
-            hessian = (csr.T @ csr).tocsr()
-            diag = np.clip(hessian.diagonal(), opts.min_diagonal, opts.max_diagonal)
-            if damping > 0:
-                hessian = hessian + sp.diags(damping * diag)
+            hessian = (csr.T @ csr + sp.diags(damping_diag)).tocsr()
             times["gradient_and_scaling"] += time.perf_counter() - t0
             t0 = time.perf_counter()
-            res = solve_direct(hessian, -gradient)
+            res = solve_direct(hessian, -gradient, self.block_size)
             times["linear_solve"] += time.perf_counter() - t0
-            if res.failed:
-                raise FloatingPointError("fp64 direct solve produced non-finite values")
             return res, gradient
 
-        if opts.linear_solver == "pcg-ic" and (
-            self.preconditioner is None or opts.ic_refactor_each_iteration
-        ):
+        if opts.linear_solver == "pcg-ic" and (self.preconditioner is None or opts.ic_refactor_each_iteration):
             t0 = time.perf_counter()
-            self.preconditioner = self._factor_preconditioner(jac, problem_block_size=self.block_size)
+            self.preconditioner = self._factor_preconditioner(jac, norms)
             times["preconditioner"] += time.perf_counter() - t0
         while True:
             try:
                 t0 = time.perf_counter()
-                stored = StoredJacobian.store(jac, self.precision.matrix_storage, scale=self.precision.scaled)
+                stored = StoredJacobian.store(
+                    jac, self.precision.matrix_storage, scale=self.precision.scaled, column_norms=norms
+                )
                 pre = None
                 if self.preconditioner is not None:
                     pre = self.preconditioner.stored(self.precision.preconditioner)
@@ -284,7 +299,7 @@ class _LinearSystem:
                 res = solve_cgnr(
                     stored,
                     -residuals,
-                    damping,
+                    damping_diag,
                     pre,
                     self.precision.cg_vectors,
                     opts.cg_tolerance,
@@ -293,20 +308,25 @@ class _LinearSystem:
                 )
                 times["linear_solve"] += time.perf_counter() - t0
             except PrecisionOverflow as err:
-                self._fallback(err.stage, err.detail)
+                if not self._fallback(err.stage, err.detail):
+                    return LinearSolveResult(np.zeros(jac.num_columns), 0, "non_finite", np.inf), gradient
                 continue
             if res.failed:
-                self._fallback(self._stage_to_widen(), f"CGNR {res.status}")
+                if not self._fallback(self._stage_to_widen(), f"CGNR {res.status}"):
+                    return res, gradient
                 continue
             return res, gradient
 
-    def _factor_preconditioner(self, jac: BlockJacobian, problem_block_size: int) -> BlockIC0:
-        """Block IC(0) of the column-scaled J^T J (unit diagonal), in fp64, once per problem."""
+    def _factor_preconditioner(self, jac: BlockJacobian, norms: np.ndarray) -> BlockIncompleteCholesky:
+        """Block incomplete Cholesky of the column-scaled J^T J (unit diagonal), in fp64."""
         csr = jac.to_csr()
-        norms = np.sqrt(np.asarray(csr.multiply(csr).sum(axis=0)).ravel())
         inv = sp.diags(1.0 / np.where(norms > 0, norms, 1.0))
         scaled = (inv @ (csr.T @ csr) @ inv).tocsr()
-        factor = BlockIC0.factor(BlockSparseMatrix.from_scipy(scaled, problem_block_size))
+        factor = BlockIncompleteCholesky.factor(
+            BlockSparseMatrix.from_scipy(scaled, self.block_size),
+            fill_level=self.options.ic_fill_level,
+            ordering=self.options.ic_ordering,
+        )
         self.summary.preconditioner_factorizations += 1
         self.summary.preconditioner_shift = factor.shift
         return factor
@@ -365,16 +385,21 @@ def solve(
             )
             break
 
-        t0 = time.perf_counter()
-        candidate = problem.retract(state, dx)
-        times["update"] += time.perf_counter() - t0
-        t0 = time.perf_counter()
-        new_residuals = problem.residuals(candidate, res_dtype)
-        times["residual_jacobian"] += time.perf_counter() - t0
-        new_cost = _cost(new_residuals)
-        # Predicted decrease of the linear model: -(g.dx + 0.5 |J dx|^2).
-        jdx = jac.matvec(dx)
-        predicted = -(float(gradient @ dx) + 0.5 * float(jdx @ jdx))
+        if step.failed:
+            # No precision produced a usable step: reject it; more damping makes the system easier.
+            candidate, new_cost, predicted = state, math.inf, 0.0
+            dx = np.zeros_like(dx)
+        else:
+            t0 = time.perf_counter()
+            candidate = problem.retract(state, dx)
+            times["update"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            new_residuals = problem.residuals(candidate, res_dtype)
+            times["residual_jacobian"] += time.perf_counter() - t0
+            new_cost = _cost(new_residuals)
+            # Predicted decrease of the linear model: -(g.dx + 0.5 |J dx|^2).
+            jdx = jac.matvec(dx)
+            predicted = -(float(gradient @ dx) + 0.5 * float(jdx @ jdx))
         actual = cost - new_cost
         rho = actual / predicted if predicted > 0 else (1.0 if actual > 0 else -1.0)
         accepted = math.isfinite(new_cost) and (actual > 0 if gauss_newton else rho > 1e-3)
@@ -422,6 +447,8 @@ def solve(
             t0 = time.perf_counter()
             residuals, jac = problem.linearize(state, res_dtype)
             times["residual_jacobian"] += time.perf_counter() - t0
+            if not np.all(np.isfinite(jac.values)):
+                stop = ("FAILURE", "the Jacobian is not finite at the accepted state")
         now = time.perf_counter()
         report.iteration_time = now - it_start
         report.total_time = now - start
