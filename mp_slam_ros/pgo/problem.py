@@ -14,6 +14,7 @@ import numpy as np
 
 from ..solver import lie
 from ..solver.jacobian import BlockJacobian
+from ..solver.kernels import dot64
 from ..solver.lm import SolverOptions, SolverSummary, solve
 from ..solver.precision import PrecisionConfig
 from .graph import PoseGraph, project_information_psd
@@ -104,7 +105,7 @@ class PoseGraphProblem:
     # -- helpers ---------------------------------------------------------------------------
     def cost(self, state: PoseState) -> float:
         r = self.residuals(state, np.dtype(np.float64))
-        return 0.5 * float(r @ r)
+        return 0.5 * dot64(r, r)
 
     def to_graph(self, state: PoseState) -> PoseGraph:
         return replace(self.graph, rotations=state.rotations, translations=state.translations)

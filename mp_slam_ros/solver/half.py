@@ -1,13 +1,13 @@
 """Real half-precision storage for numba kernels.
 
-numba has no float16 arrays, so fp16 values live in uint16 arrays holding IEEE binary16 bit
-patterns (exactly what ``np.float16(...).view(np.uint16)`` gives). Kernels widen them to fp32 on
-load. Two widening paths exist:
+numba has no float16 arrays, so fp16 values live in 16-bit integer arrays holding IEEE binary16
+bit patterns (exactly what ``np.float16(...).view(np.uint16)`` gives). Kernels widen them to fp32
+on load. Two widening paths exist, told apart by the storage type (:data:`HALF_STORAGE`):
 
-* ``f16c``: an LLVM ``bitcast i16 -> half; fpext half -> float``. On x86 with F16C (and on
+* ``f16c`` (uint16 storage): an LLVM ``bitcast i16 -> half; fpext half -> float``. On x86 with F16C (and on
   aarch64, where the conversion is part of the base ISA) this compiles to one hardware
   instruction and vectorises (``vcvtph2ps``) in element loops.
-* ``lut``: a 65,536-entry float32 table. On an x86 CPU without F16C the intrinsic would compile
+* ``lut`` (int16 storage): a 65,536-entry float32 table. On an x86 CPU without F16C the intrinsic would compile
   into a call to a soft-float helper that numba does not link, which crashes the process, so the
   table is the fallback there.
 
@@ -73,29 +73,29 @@ def _half_bits_to_float_hw(typingctx, bits):
     return types.float32(bits), codegen
 
 
+# The backend travels with the storage type: uint16 bit patterns widen in hardware, int16 ones
+# through the table. numba compiles (and caches on disk) one kernel per argument type, so a cached
+# hardware kernel can never be picked up by a process that must use the table, or the reverse.
+HALF_STORAGE = np.dtype(np.uint16) if FP16_BACKEND == "f16c" else np.dtype(np.int16)
+
+
 @njit(inline="always")
-def _half_bits_to_float_lut(bits):
-    return _HALF_TABLE[bits]
-
-
-# Kernels call `half_to_float`; which body it has is fixed at import, before any kernel compiles.
-half_to_float = _half_bits_to_float_hw if FP16_BACKEND == "f16c" else _half_bits_to_float_lut
+def _half_bits_to_float_lut_signed(bits):
+    return _HALF_TABLE[np.uint16(bits)]
 
 
 def to_half_bits(values: np.ndarray) -> np.ndarray:
-    """Round to fp16 (round-to-nearest-even, as numpy does) and return the uint16 bit patterns."""
-    return np.ascontiguousarray(values, dtype=np.float16).view(np.uint16)
+    """Round to fp16 (round-to-nearest-even, as numpy does); the bit patterns in HALF_STORAGE."""
+    return np.ascontiguousarray(values, dtype=np.float16).view(HALF_STORAGE)
 
 
 def from_half_bits(bits: np.ndarray) -> np.ndarray:
-    """Widen uint16 fp16 bit patterns to fp32 in numpy (reference path, not for hot loops)."""
-    return np.asarray(bits, dtype=np.uint16).view(np.float16).astype(np.float32)
+    """Widen fp16 bit patterns (uint16 or int16) to fp32 in numpy (reference path, not for hot loops)."""
+    return np.asarray(bits).view(np.float16).astype(np.float32)
 
 
-@njit(cache=False)
 def widen_half_bits(bits: np.ndarray) -> np.ndarray:
-    """Widen with the kernel path in use (to test it against numpy)."""
-    out = np.empty(bits.shape[0], dtype=np.float32)
-    for k in range(bits.shape[0]):
-        out[k] = half_to_float(bits[k])
-    return out
+    """Widen with the kernel path of this process's backend (to test it against numpy)."""
+    from .kernels import widen_stored
+
+    return widen_stored(np.ascontiguousarray(bits).view(HALF_STORAGE))

@@ -1,7 +1,7 @@
 """numba kernels for sparse products and triangular solves at any storage precision.
 
-Every kernel is generic over the storage type of the matrix values: float64, float32, or uint16
-holding fp16 bit patterns (see :mod:`half`). Values are widened with :func:`load` and accumulated
+Every kernel is generic over the storage type of the matrix values: float64, float32, or 16-bit
+integers holding fp16 bit patterns (see :mod:`half`). Values are widened with :func:`load` and accumulated
 in the type of the output vector, so fp16 storage accumulates in fp32 and nothing here names a
 dtype: the caller's :class:`PrecisionConfig` decides by the arrays it passes in.
 """
@@ -12,7 +12,7 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from .half import half_to_float
+from .half import _half_bits_to_float_hw, _half_bits_to_float_lut_signed
 
 
 def load(values, k):  # pragma: no cover - replaced by the overload inside kernels
@@ -21,8 +21,11 @@ def load(values, k):  # pragma: no cover - replaced by the overload inside kerne
 
 @overload(load, inline="always")
 def _load_overload(values, k):
+    # fp16 bit patterns: uint16 widens in hardware (F16C / aarch64), int16 through the table.
     if values.dtype == types.uint16:
-        return lambda values, k: half_to_float(values[k])
+        return lambda values, k: _half_bits_to_float_hw(values[k])
+    if values.dtype == types.int16:
+        return lambda values, k: _half_bits_to_float_lut_signed(values[k])
     return lambda values, k: values[k]
 
 
@@ -35,6 +38,15 @@ def _acc_zero_overload(out):
     if out.dtype == types.float32:
         return lambda out: np.float32(0.0)
     return lambda out: 0.0
+
+
+@njit(cache=True, nogil=True)
+def widen_stored(values):
+    """Stored values (any storage type) widened to fp32, through the same path as the kernels."""
+    out = np.empty(values.shape[0], dtype=np.float32)
+    for k in range(values.shape[0]):
+        out[k] = load(values, k)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -285,28 +297,30 @@ def _dot(a, b):
 
 
 @njit(cache=True, nogil=True)
-def pcgls(
+def pcg_normal(
     values, col_start, slot_offset, slot_width, rdim, cdim, ncols,
     lindptr, lindices, lvalues, dinv, bs, perm, precondition,
-    b, damping, x, tol, q_tol, max_iter,
+    rhs, damping, x, tol, q_tol, max_iter,
 ):  # fmt: skip
-    """Preconditioned CGLS (CGNR): min |J x - b|^2 + sum_k damping_k x_k^2 without forming J^T J.
+    """Preconditioned CG on (J^T J + diag(damping)) x = rhs, with J^T J applied as J^T (J p).
 
-    `damping` is per column. The preconditioner M ~ J^T J + diag(damping) is a block incomplete
-    Cholesky factor applied by two triangular solves. Stops when the normal-equation residual
-    |J^T(b - J x) - D x| falls below tol |J^T b|, or, for truncated-Newton steps, when the
-    quadratic model's decrease has stalled: i (Q_i - Q_{i-1}) / Q_i < q_tol (Nash and Sofer's
-    rule, as Ceres uses it). In finite precision CGLS can diverge once the residual has reached
-    round-off level, so the best iterate is kept and returned when the residual starts to grow.
+    J^T J is never formed. `rhs` is the (negative) gradient, computed by the caller at the
+    residual precision: the low-precision J only enters the operator, so it changes how fast
+    the nonlinear iteration converges but not where it converges (iterative refinement).
+    Computing J^T r inside with an fp16 J instead would move the optimum by the fp16 rounding.
+    The preconditioner M ~ J^T J + diag(damping) is a block incomplete-Cholesky factor applied by
+    two triangular solves. Stops when |rhs - A x| < tol |rhs|, or, for truncated-Newton steps,
+    when the quadratic model's decrease stalls: i (Q_i - Q_{i-1}) / Q_i < q_tol (Nash and
+    Sofer's rule, as Ceres uses it). In finite precision the residual can grow once it is at
+    round-off level, so the best iterate is kept and returned when that happens.
     """
-    m = b.shape[0]
-    r = b.copy()
-    s = np.empty(ncols, dtype=b.dtype)
-    z = np.empty(ncols, dtype=b.dtype)
-    q = np.empty(m, dtype=b.dtype)
-    best = np.zeros(ncols, dtype=b.dtype)
+    m = col_start.shape[0] * rdim
+    s = rhs.copy()
+    z = np.empty(ncols, dtype=rhs.dtype)
+    w = np.empty(ncols, dtype=rhs.dtype)
+    q = np.empty(m, dtype=rhs.dtype)
+    best = np.zeros(ncols, dtype=rhs.dtype)
     x[:] = 0
-    block_rmatvec(values, col_start, slot_offset, slot_width, rdim, cdim, r, s)
     snorm0 = np.sqrt(_dot(s, s))
     if snorm0 == 0:
         return 0, CG_CONVERGED, 0.0
@@ -323,9 +337,10 @@ def pcgls(
     model = 0.0
     for it in range(max_iter):
         block_matvec(values, col_start, slot_offset, slot_width, rdim, cdim, p, q)
-        delta = _dot(q, q)
+        block_rmatvec(values, col_start, slot_offset, slot_width, rdim, cdim, q, w)
         for k in range(ncols):
-            delta += damping[k] * p[k] * p[k]
+            w[k] += damping[k] * p[k]
+        delta = _dot(p, w)
         if not np.isfinite(delta):
             x[:] = best
             return it, CG_NON_FINITE, best_rel
@@ -338,11 +353,7 @@ def pcgls(
         model -= 0.5 * alpha * gamma
         for k in range(ncols):
             x[k] += alpha * p[k]
-        for k in range(m):
-            r[k] -= alpha * q[k]
-        block_rmatvec(values, col_start, slot_offset, slot_width, rdim, cdim, r, s)
-        for k in range(ncols):
-            s[k] -= damping[k] * x[k]
+            s[k] -= alpha * w[k]
         rel = np.sqrt(_dot(s, s)) / snorm0
         if not np.isfinite(rel):
             x[:] = best
@@ -496,3 +507,16 @@ def _grow(a, cap):
     b = np.empty(cap, dtype=a.dtype)
     b[: a.shape[0]] = a
     return b
+
+
+@njit(cache=True, nogil=True)
+def dot64(a, b):
+    """Dot product accumulated in fp64, single-threaded.
+
+    The driver's bookkeeping dots are tiny; a threaded BLAS call for them wakes worker threads
+    that then fight the solver for the cores (measured: milliseconds per call on 2 loaded cores).
+    """
+    acc = 0.0
+    for k in range(a.shape[0]):
+        acc += np.float64(a[k]) * np.float64(b[k])
+    return acc

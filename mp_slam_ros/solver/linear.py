@@ -44,7 +44,7 @@ class PrecisionOverflow(ArithmeticError):
 
 
 def store_values(values: np.ndarray, precision: Precision, stage: str) -> np.ndarray:
-    """Round values to the storage precision; fp16 is returned as uint16 bit patterns."""
+    """Round values to the storage precision; fp16 is returned as bit patterns (half.HALF_STORAGE)."""
     if not np.all(np.isfinite(values)):
         raise PrecisionOverflow(stage, precision, "non-finite value before rounding")
     if precision is Precision.FP16:
@@ -79,7 +79,7 @@ class LinearSolveResult:
 class StoredJacobian:
     """J with unit-norm columns, J_s = J S^-1, its values stored at one precision for products."""
 
-    values: np.ndarray  # flat: fp64 / fp32 / uint16 (fp16 bit patterns)
+    values: np.ndarray  # flat: fp64 / fp32 / fp16 bit patterns (half.HALF_STORAGE)
     col_start: np.ndarray
     slot_offsets: np.ndarray
     slot_widths: np.ndarray
@@ -110,6 +110,8 @@ class StoredJacobian:
             ok = start >= 0
             idx = start[ok, None] + np.arange(w)[None, :]
             scaled[ok, :, off : off + w] /= column_scale[idx][:, None, :]
+            # Slots of fixed variables are never read; zero them so they cannot trip the range check.
+            scaled[~ok, :, off : off + w] = 0.0
         return cls(
             store_values(scaled.reshape(-1), precision, "matrix_storage"),
             jac.col_start,
@@ -126,7 +128,7 @@ class StoredJacobian:
 
 def solve_cgnr(
     jac: StoredJacobian,
-    rhs: np.ndarray,
+    gradient: np.ndarray,
     damping: float | np.ndarray,
     preconditioner: BlockIncompleteCholesky | None,
     vector_precision: Precision,
@@ -134,15 +136,17 @@ def solve_cgnr(
     max_iterations: int,
     q_tolerance: float = 0.0,
 ) -> LinearSolveResult:
-    """Solve min |J x - rhs|^2 + sum_k damping_k x_k^2 by preconditioned CGLS on J_s (y = S x).
+    """The step x solving (J^T J + diag(damping)) x = -gradient by CG on the normal equations.
 
-    `damping` (a scalar or one value per column) is in the caller's unscaled variables; in the
-    scaled ones it becomes damping_k / S_k^2. The preconditioner, if given, approximates
-    J_s^T J_s (its factor from the first linearisation). Vectors and scalars are at
-    `vector_precision`; the returned x is fp64.
+    J^T J is applied as J^T (J p) with the stored (scaled, possibly fp16) J and never formed.
+    `gradient` = J^T r comes from the caller at residual precision, so the stored precision of J
+    cannot move the optimum the nonlinear iteration converges to. `damping` (a scalar or one
+    value per column) is in the caller's unscaled variables; the solve runs on y = S x, where it
+    becomes damping_k / S_k^2. The preconditioner, if given, approximates J_s^T J_s (its factor
+    from the first linearisation). Vectors and scalars are at `vector_precision`; x is fp64.
     """
     vec = vector_precision.dtype
-    b = np.ascontiguousarray(rhs, dtype=vec)
+    rhs = np.ascontiguousarray(-np.asarray(gradient) / jac.column_scale, dtype=vec)
     scaled_damping = (np.broadcast_to(damping, (jac.num_columns,)) / jac.column_scale**2).astype(vec)
     y = np.zeros(jac.num_columns, dtype=vec)
     if preconditioner is not None:
@@ -159,29 +163,14 @@ def solve_cgnr(
     else:
         empty = np.zeros(0, dtype=np.int64)
         pre = (empty, empty, np.zeros(0, dtype=vec), np.zeros(0, dtype=vec), 1, empty, False)
-    its, status, rel = kernels.pcgls(
-        jac.values,
-        jac.col_start,
-        jac.slot_offsets,
-        jac.slot_widths,
-        jac.rdim,
-        jac.cdim,
-        jac.num_columns,
-        *pre,
-        b,
-        scaled_damping,
-        y,
-        tol,
-        q_tolerance,
-        max_iterations,
-    )
+    its, status, rel = kernels.pcg_normal(
+        jac.values, jac.col_start, jac.slot_offsets, jac.slot_widths, jac.rdim, jac.cdim, jac.num_columns,
+        *pre, rhs, scaled_damping, y, tol, q_tolerance, max_iterations,
+    )  # fmt: skip
     x = y.astype(np.float64) / jac.column_scale
     return LinearSolveResult(x, int(its), _STATUS[int(status)], float(rel))
 
 
-# ---------------------------------------------------------------------------------------------
-# PCG with block IC(0)
-# ---------------------------------------------------------------------------------------------
 @dataclass
 class BlockSparseMatrix:
     """A symmetric matrix in block CSR with square blocks (bs x bs), fp64 values."""

@@ -20,6 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .jacobian import BlockJacobian
+from .kernels import dot64
 from .linear import (
     FULL_FILL,
     BlockIncompleteCholesky,
@@ -298,7 +299,7 @@ class _LinearSystem:
                 t0 = time.perf_counter()
                 res = solve_cgnr(
                     stored,
-                    -residuals,
+                    gradient,
                     damping_diag,
                     pre,
                     self.precision.cg_vectors,
@@ -399,11 +400,11 @@ def solve(
             new_cost = _cost(new_residuals)
             # Predicted decrease of the linear model: -(g.dx + 0.5 |J dx|^2).
             jdx = jac.matvec(dx)
-            predicted = -(float(gradient @ dx) + 0.5 * float(jdx @ jdx))
+            predicted = -(dot64(gradient, dx) + 0.5 * dot64(jdx, jdx))
         actual = cost - new_cost
         rho = actual / predicted if predicted > 0 else (1.0 if actual > 0 else -1.0)
         accepted = math.isfinite(new_cost) and (actual > 0 if gauss_newton else rho > 1e-3)
-        step_norm = float(np.linalg.norm(dx))
+        step_norm = math.sqrt(dot64(dx, dx))
         old_cost = cost
         if accepted:
             state, cost = candidate, new_cost
@@ -438,6 +439,9 @@ def solve(
             problem_norm(state) + options.parameter_tolerance
         ):
             stop = ("CONVERGENCE", f"parameter tolerance reached: |dx| = {step_norm:.3e}")
+        elif not accepted and not step.failed and 0.0 <= predicted <= options.function_tolerance * old_cost:
+            # Even the model promises less than the function tolerance: this is the optimum.
+            stop = ("CONVERGENCE", f"predicted decrease {predicted:.3e} is below the function tolerance")
         elif gauss_newton and not accepted:
             stop = ("NO_CONVERGENCE", "Gauss-Newton step increased the cost")
         elif damping >= options.max_damping:
@@ -476,13 +480,13 @@ def solve(
 def problem_norm(state: Any) -> float:
     """A scale for the parameter tolerance: the norm of the state's numeric content."""
     if isinstance(state, np.ndarray):
-        return float(np.linalg.norm(state))
+        flat = state.reshape(-1)
+        return math.sqrt(dot64(flat, flat))
     if isinstance(state, tuple | list):
         return float(math.sqrt(sum(problem_norm(s) ** 2 for s in state)))
     values = getattr(state, "translations", None)
-    return float(np.linalg.norm(values)) if values is not None else 0.0
+    return problem_norm(np.ascontiguousarray(values)) if values is not None else 0.0
 
 
 def _cost(residuals: np.ndarray) -> float:
-    r = residuals.astype(np.float64, copy=False)
-    return 0.5 * float(r @ r)
+    return 0.5 * dot64(residuals, residuals)

@@ -119,8 +119,18 @@ class PrecisionConfig:
         unknown = set(mapping) - set(_ALLOWED) - {"preset", "name"}
         if unknown:
             raise ValueError(f"{source}: unknown precision key(s): {', '.join(sorted(unknown))}")
-        base = cls.preset(mapping.get("preset", "fp64"))
-        overrides = {k: Precision(str(mapping[k])) for k in _ALLOWED if k in mapping}
+        try:
+            base = cls.preset(str(mapping.get("preset", "fp64")))
+        except ValueError as err:
+            raise ValueError(f"{source}: key 'preset': {err}") from None
+        overrides = {}
+        for key in _ALLOWED:
+            if key in mapping:
+                try:
+                    overrides[key] = Precision(str(mapping[key]))
+                except ValueError:
+                    names = ", ".join(p.value for p in _ALLOWED[key])
+                    raise ValueError(f"{source}: key '{key}': '{mapping[key]}' is not one of {names}") from None
         try:
             config = replace(base, **overrides)
         except ValueError as err:
@@ -175,4 +185,6 @@ def load_precision(name_or_path: str | Path) -> PrecisionConfig:
     if text in PRESET_NAMES:
         candidate = config_dir() / f"precision_{text}.yaml"
         return PrecisionConfig.from_yaml(candidate) if candidate.is_file() else PrecisionConfig.preset(text)
+    if not Path(text).is_file():
+        raise ValueError(f"precision '{text}' is neither a preset ({', '.join(PRESET_NAMES)}) nor a YAML file")
     return PrecisionConfig.from_yaml(text)
