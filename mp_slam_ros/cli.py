@@ -40,7 +40,7 @@ def _pgo(args: argparse.Namespace) -> int:
             f"{args.file}: {graph.num_poses} poses, {graph.num_edges} edges, SE({graph.dim}), "
             f"initial guess {'from file' if graph.has_initial_guess else 'from the odometry chain'}"
         )
-    result, summary = optimize_pose_graph(graph, precision, options)
+    result, summary = optimize_pose_graph(graph, precision, options, initialization=args.init)
     if args.out:
         write_g2o(result, args.out)
     if args.json:
@@ -69,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pgo", help="optimise a pose graph (g2o, TORO)")
     p.add_argument("file", help="g2o or TORO pose-graph file")
     p.add_argument("--out", help="write the optimised graph as g2o")
+    p.add_argument(
+        "--init",
+        choices=("chordal", "given"),
+        default="chordal",
+        help="start from a chordal initialisation (default) or from the file's poses as given",
+    )
     _add_solver_args(p, ("pcg-ic", "cgnr", "cholesky"), "pcg-ic")
     p.set_defaults(func=_pgo)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .pgo.initialization import chordal_initialization
 from .pgo.problem import optimize_pose_graph
 from .pgo.synthetic import make_loop_pose_graph
 from .solver.lm import SolverOptions
@@ -27,6 +28,7 @@ def run_pgo_demo(out_dir: Path, num_poses: int = 2000, seed: int = 0) -> dict[st
         f"({graph.num_edges - graph.num_poses + 1} loop closures), seed {seed}"
     )
     ate0 = absolute_trajectory_error(graph.translations, synthetic.true_translations)
+    ate_chordal = absolute_trajectory_error(chordal_initialization(graph).translations, synthetic.true_translations)
     results: dict[str, dict[str, float]] = {}
     solved = {}
     # Compile the kernels once outside the timed runs: the first call JIT-compiles (cached after).
@@ -47,7 +49,8 @@ def run_pgo_demo(out_dir: Path, num_poses: int = 2000, seed: int = 0) -> dict[st
             "fp16_fallbacks": summary.num_fallbacks,
             "ate_m": absolute_trajectory_error(result.translations, synthetic.true_translations),
         }
-    print(f"\nATE of the odometry-chain initial guess: {ate0:.4f} m\n")
+    print(f"\nATE of the odometry-chain guess: {ate0:.4f} m; after chordal initialisation: {ate_chordal:.4f} m")
+    print("(the solves below start from the chordal initialisation; its time is included)\n")
     print(
         f"{'precision':<10} {'initial cost':>14} {'final cost':>14} {'iters':>5} {'CG its':>6} "
         f"{'time [s]':>9} {'fallbacks':>9} {'ATE [m]':>10}"

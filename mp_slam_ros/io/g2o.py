@@ -336,7 +336,7 @@ def _rotations_from(path: str, spec: _TagSpec, parsed: _Parsed, col: int) -> np.
             path,
             int(parsed.lines[k]),
             "qw",
-            f"quaternion (qx, qy, qz, qw) has norm {norm[k]!r}, "
+            f"quaternion (qx, qy, qz, qw) has norm {float(norm[k]):.6g}, "
             f"more than {QUATERNION_NORM_TOLERANCE:g} from 1",
         )
     return _quat_to_matrix(q / norm[:, None])
