@@ -114,7 +114,10 @@ def main() -> int:
     for name in args.graphs:
         print(f"measuring {name} ...", file=sys.stderr)
         rows += measure(pgo_dir / f"{name}.g2o", args.repeat)
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
+    cpu = "?"
+    if Path("/proc/cpuinfo").is_file():
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "?")
     head = (
         f"CPU: {cpu}, {os.cpu_count()} cores, fp16 widening backend: {FP16_BACKEND}; "
         f"Python {platform.python_version()}; median of {args.repeat} runs, single thread.\n\n"

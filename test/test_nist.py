@@ -147,10 +147,6 @@ _UNSOLVED: dict[tuple[str, int, str], str] = {
         "measured: iteration 7 accepts a step to b2 = 5.3e35 (the model becomes the constant 145.9), "
         "RSS 1.4e4 vs 1168, then the parameter tolerance, relative to |b|, stops it (LRE 0)"
     ),
-    ("Eckerle4", 1, "cgnr"): (
-        "measured: 1000 iterations drift to b = (9.4e4, 2.9e3, 1.0e4), RSS 0.498 vs 1.46e-3 (LRE 0); "
-        "Cholesky solves it, and fails the same way with min_diagonal ~ 0, which CGNR's damping ignores"
-    ),
     ("MGH10", 1, "cgnr"): (
         "measured: damping reaches 1e12 after 38 iterations at b2 = 4.4e12, RSS 1.4e9 vs 87.9 (LRE 0)"
     ),
