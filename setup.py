@@ -52,7 +52,8 @@ setup(
         'tqdm',
     ],
     extras_require={
-        'test': ['pytest'],
+        # mpmath: 100-digit references for the Lie-group series expansions in test_lie.py.
+        'test': ['pytest', 'mpmath'],
         # Benchmark-only reference implementation (not needed at run time).
         'bench': ['gtsam'],
     },
