@@ -73,8 +73,9 @@ def measure(path: Path, repeat: int) -> list[dict]:
         args = (stored.values, stored.col_start, stored.slot_offsets, stored.slot_widths, stored.rdim, stored.cdim)
         t_jx = _time(lambda: kernels.block_matvec(*args, x, out_m), repeat)  # noqa: B023
         t_jty = _time(lambda: kernels.block_rmatvec(*args, y, out_n), repeat)  # noqa: B023
-        pre = (factor.lindptr, factor.lindices, factor.lvalues, factor.dinv, factor.block_size, factor.perm)
-        t_pre = _time(lambda: kernels.apply_block_preconditioner(*pre, x, out_n), repeat)  # noqa: B023
+        pre = (factor.lindptr, factor.lindices, factor.lvalues, factor.dinv, factor.perm)
+        apply = kernels.block_kernels(factor.block_size)[1]
+        t_pre = _time(lambda: apply(*pre, x, out_n), repeat)  # noqa: B023
         item = stored.values.itemsize
         vec_bytes = np.dtype(vec).itemsize
         j_bytes = stored.values.size * item + stored.col_start.nbytes

@@ -156,14 +156,16 @@ def solve_cgnr(
             preconditioner.lindices,
             preconditioner.lvalues,
             preconditioner.dinv,
-            preconditioner.block_size,
             preconditioner.perm,
             True,
         )
+        block_size = preconditioner.block_size
     else:
         empty = np.zeros(0, dtype=np.int64)
-        pre = (empty, empty, np.zeros(0, dtype=vec), np.zeros(0, dtype=vec), 1, empty, False)
-    its, status, rel = kernels.pcg_normal(
+        pre = (empty, empty, np.zeros(0, dtype=vec), np.zeros(0, dtype=vec), empty, False)
+        block_size = 1
+    pcg_normal = kernels.block_kernels(block_size)[2]
+    its, status, rel = pcg_normal(
         jac.values, jac.col_start, jac.slot_offsets, jac.slot_widths, jac.rdim, jac.cdim, jac.num_columns,
         *pre, rhs, scaled_damping, y, tol, q_tolerance, max_iterations,
     )  # fmt: skip
@@ -299,7 +301,7 @@ class BlockIncompleteCholesky:
         lindptr = np.concatenate([[0], np.cumsum(np.bincount(prow[strict], minlength=nb))]).astype(np.int64)
         shift = 0.0
         for attempt in range(1, max_attempts + 1):
-            ok, lower_blocks, dinv = kernels.block_ic0_factor(pptr, pcols, pattern_blocks, bs, shift)
+            ok, lower_blocks, dinv = kernels.block_kernels(bs)[3](pptr, pcols, pattern_blocks, shift)
             if ok and np.all(np.isfinite(dinv)) and np.all(np.isfinite(lower_blocks)):
                 return cls(lindptr, pcols[strict], lower_blocks[strict], dinv, perm, shift, attempt, fill_level)
             shift = initial_shift if shift == 0.0 else shift * 10.0
@@ -325,9 +327,8 @@ class BlockIncompleteCholesky:
         """M^-1 r at the stored precision (for tests and diagnostics; the solver applies it in-kernel)."""
         assert self.lvalues is not None and self.dinv is not None
         out = np.empty_like(r)
-        kernels.apply_block_preconditioner(
-            self.lindptr, self.lindices, self.lvalues, self.dinv, self.block_size, self.perm, r, out
-        )
+        apply = kernels.block_kernels(self.block_size)[1]
+        apply(self.lindptr, self.lindices, self.lvalues, self.dinv, self.perm, r, out)
         return out
 
 
