@@ -147,7 +147,10 @@ def test_mixed_reaches_fp64_cost(shared_data, name, record_property):
     assert ref_summary.final_cost == pytest.approx(BENCHMARKS[name], rel=1e-5)
     assert ref_summary.final_cost <= ref_summary.initial_cost
     assert measured <= 1e-4
-    assert summary.num_fallbacks == 0
+    # Scaling prevents overflow; the only fallback allowed is the recorded switch of J to fp32 once
+    # the fp16 refinement stops contracting near the optimum, and fp16 must have done work first.
+    assert all(ev.stage == "matrix_storage" and "ill-conditioned" in ev.reason for ev in summary.fallbacks)
+    assert all(ev.iteration > 1 for ev in summary.fallbacks)
     # The mixed cost is reported from fp32 residuals; re-evaluated in fp64 it is the same.
     assert rel(cost_of(mixed), summary.final_cost) <= 1e-5
     assert mixed.num_poses == graph.num_poses

@@ -79,9 +79,21 @@ class SolverOptions:
     min_diagonal: float = 1e-6  # diag(J^T J) is clamped to [min, max] in the damping term
     max_diagonal: float = 1e32
     cg_tolerance: float = 1e-6  # relative normal-equation residual of the inner solve
-    cg_q_tolerance: float = 1e-1  # truncated-Newton stop on the model decrease (Ceres' eta); 0 = off
+    cg_q_tolerance: float = 1e-2  # truncated-Newton stop on the model decrease (Ceres' eta); 0 = off
+    # With fp16 J each step solves a perturbed system. The true normal-equation residual it leaves,
+    # |J^T J dx + D dx + g| / |g| with the residual-precision J, is checked after every fp16 step; when
+    # it exceeds the limit on `fp16_bad_step_patience` consecutive steps, fp16 is too coarse for this
+    # problem's conditioning (the refinement no longer contracts) and J falls back to fp32, loudly.
+    # Single steps above 1 happen on healthy problems (measured up to ~3 on sphere2500), so a run of
+    # them is required.
+    fp16_step_residual_limit: float = 1.0
+    fp16_bad_step_patience: int = 3
     cg_max_iterations: int = 500
     ic_refactor_each_iteration: bool = False  # the recipe factors the preconditioner once per problem
+    # ... but a factor from a linearisation far from the current one stops paying for itself: when a
+    # step needs more CG iterations than this, the next step refactors (0 = never). Counted in the
+    # summary's preconditioner_factorizations.
+    ic_refactor_cg_iterations: int = 40
     # Level of fill of the static preconditioner: 0 = IC(0), k = IC(k), FULL_FILL = every fill block,
     # i.e. the complete factor of the first linearisation, which later iterations only approximate.
     # FULL_FILL is the default because with minimum-degree ordering its fill is small and it cuts CG
@@ -226,6 +238,8 @@ class _LinearSystem:
         self.preconditioner: BlockIncompleteCholesky | None = None
         self.iteration = 0
         self.block_size = 1
+        self.refactor_next = False
+        self.bad_fp16_steps = 0
 
     def _fallback(self, stage: str, reason: str) -> bool:
         """Widen one stage, loudly. False when it is already fp64 (nothing left to widen)."""
@@ -282,7 +296,11 @@ class _LinearSystem:
             times["linear_solve"] += time.perf_counter() - t0
             return res, gradient
 
-        if opts.linear_solver == "pcg-ic" and (self.preconditioner is None or opts.ic_refactor_each_iteration):
+        stale = self.refactor_next
+        self.refactor_next = False
+        if opts.linear_solver == "pcg-ic" and (
+            self.preconditioner is None or opts.ic_refactor_each_iteration or stale
+        ):
             t0 = time.perf_counter()
             self.preconditioner = self._factor_preconditioner(jac, norms)
             times["preconditioner"] += time.perf_counter() - t0
@@ -316,7 +334,29 @@ class _LinearSystem:
                 if not self._fallback(self._stage_to_widen(), f"CGNR {res.status}"):
                     return res, gradient
                 continue
+            if self.precision.matrix_storage is Precision.FP16 and opts.fp16_step_residual_limit > 0:
+                true_rel = self._true_relative_residual(jac, res.x, damping_diag, gradient)
+                self.bad_fp16_steps = 0 if true_rel <= opts.fp16_step_residual_limit else self.bad_fp16_steps + 1
+                if self.bad_fp16_steps >= max(opts.fp16_bad_step_patience, 1):
+                    self._fallback(
+                        "matrix_storage",
+                        f"{self.bad_fp16_steps} fp16 steps in a row left more than "
+                        f"{opts.fp16_step_residual_limit:g}x the normal-equation residual (last {true_rel:.2f}): "
+                        "J is too ill-conditioned for fp16",
+                    )
+                    continue
+            limit = opts.ic_refactor_cg_iterations
+            self.refactor_next = self.preconditioner is not None and 0 < limit < res.iterations
             return res, gradient
+
+    @staticmethod
+    def _true_relative_residual(
+        jac: BlockJacobian, dx: np.ndarray, damping_diag: np.ndarray, gradient: np.ndarray
+    ) -> float:
+        """|J^T J dx + D dx + g| / |g| with the residual-precision J (one product pair in fp64)."""
+        r = jac.rmatvec(jac.matvec(dx)) + damping_diag * dx + gradient
+        g = math.sqrt(dot64(gradient, gradient))
+        return math.sqrt(dot64(r, r)) / g if g > 0 else 0.0
 
     def _factor_preconditioner(self, jac: BlockJacobian, norms: np.ndarray) -> BlockIncompleteCholesky:
         """Block incomplete Cholesky of the column-scaled J^T J (unit diagonal), in fp64."""
