@@ -74,8 +74,8 @@ def measure(path: Path, repeat: int) -> list[dict]:
         t_jx = _time(lambda: kernels.block_matvec(*args, x, out_m), repeat)  # noqa: B023
         t_jty = _time(lambda: kernels.block_rmatvec(*args, y, out_n), repeat)  # noqa: B023
         pre = (factor.lindptr, factor.lindices, factor.lvalues, factor.dinv, factor.perm)
-        apply = kernels.block_kernels(factor.block_size)[1]
-        t_pre = _time(lambda: apply(*pre, x, out_n), repeat)  # noqa: B023
+        shape = kernels.block_shape(factor.block_size)
+        t_pre = _time(lambda: kernels.apply_block_preconditioner(*pre, x, out_n, shape), repeat)  # noqa: B023
         item = stored.values.itemsize
         vec_bytes = np.dtype(vec).itemsize
         j_bytes = stored.values.size * item + stored.col_start.nbytes

@@ -159,258 +159,254 @@ def _dot(a, b):
 
 
 # ---------------------------------------------------------------------------------------------
-# Block triangular solves and the CG loop, compiled once per block size.
-# With the block size a compile-time constant the 3x3 / 6x6 block loops unroll and the fp16
-# widening vectorises; measured 1.6x (fp64) to 2x (fp16) faster triangular solves than with a
-# run-time block size on sphere2500 (benchmarks/README.md). numba caches each closure on disk
-# keyed by its constants, so every block size compiles once per machine.
+# Block triangular solves, the CG loop and the block factorisation, specialised per block size.
+# The block size reaches the kernels as the length of a tuple argument (`shape`, see block_shape):
+# numba types a tuple by its length, so len(shape) is a compile-time constant, the 3x3 / 6x6 block
+# loops unroll and the fp16 widening vectorises, and every block size is an ordinary signature
+# that numba caches on disk. Measured 1.4-2.6x faster triangular solves and factorisations than
+# with a run-time block size (benchmarks/README.md).
 # The factor L is stored as BSR: strictly lower blocks (lindptr, lindices, lvalues) and the
 # inverses of the diagonal blocks (dinv), all flat and row-major within a block.
 # ---------------------------------------------------------------------------------------------
-def _make_block_kernels(BS):
+@njit(cache=True, nogil=True)
+def block_ic_solve(lindptr, lindices, lvalues, dinv, r, out, shape):
+    """Solve (L L^T) z = r into out; `shape` is a tuple of block-size length (see block_shape)."""
+    BS = len(shape)
     BB = BS * BS
-
-    @njit(cache=True, nogil=True)
-    def block_ic_solve(lindptr, lindices, lvalues, dinv, r, out):
-        """Solve (L L^T) z = r into out."""
-        nrows = lindptr.shape[0] - 1
-        buf = np.empty(BB, dtype=out.dtype)
-        work = np.empty(BS, dtype=out.dtype)
-        # Forward: L y = r. work accumulates r_i - sum_k L_ik y_k; columns outermost so the
-        # BS updates of each step are independent (no serial dependency chain).
-        for ib in range(nrows):
-            r0 = ib * BS
-            for a in range(BS):
-                work[a] = r[r0 + a]
-            for kb in range(lindptr[ib], lindptr[ib + 1]):
-                c0 = lindices[kb] * BS
-                base = kb * BB
-                for q in range(BB):
-                    buf[q] = load(lvalues, base + q)
-                for c in range(BS):
-                    yc = out[c0 + c]
-                    for a in range(BS):
-                        work[a] -= buf[a * BS + c] * yc
-            dbase = ib * BB
+    nrows = lindptr.shape[0] - 1
+    buf = np.empty(BB, dtype=out.dtype)
+    work = np.empty(BS, dtype=out.dtype)
+    # Forward: L y = r. work accumulates r_i - sum_k L_ik y_k; columns outermost so the
+    # BS updates of each step are independent (no serial dependency chain).
+    for ib in range(nrows):
+        r0 = ib * BS
+        for a in range(BS):
+            work[a] = r[r0 + a]
+        for kb in range(lindptr[ib], lindptr[ib + 1]):
+            c0 = lindices[kb] * BS
+            base = kb * BB
             for q in range(BB):
-                buf[q] = load(dinv, dbase + q)
-            for a in range(BS):
-                acc = acc_zero(out)
-                for c in range(BS):
-                    acc += buf[a * BS + c] * work[c]
-                out[r0 + a] = acc
-        # Backward: L^T z = y in place. Row ib of L scatters into earlier rows once z_ib is known.
-        for ib in range(nrows - 1, -1, -1):
-            r0 = ib * BS
-            dbase = ib * BB
-            for q in range(BB):
-                buf[q] = load(dinv, dbase + q)
-            for a in range(BS):
-                work[a] = 0
+                buf[q] = load(lvalues, base + q)
             for c in range(BS):
-                oc = out[r0 + c]
+                yc = out[c0 + c]
                 for a in range(BS):
-                    work[a] += buf[c * BS + a] * oc
+                    work[a] -= buf[a * BS + c] * yc
+        dbase = ib * BB
+        for q in range(BB):
+            buf[q] = load(dinv, dbase + q)
+        for a in range(BS):
+            acc = acc_zero(out)
+            for c in range(BS):
+                acc += buf[a * BS + c] * work[c]
+            out[r0 + a] = acc
+    # Backward: L^T z = y in place. Row ib of L scatters into earlier rows once z_ib is known.
+    for ib in range(nrows - 1, -1, -1):
+        r0 = ib * BS
+        dbase = ib * BB
+        for q in range(BB):
+            buf[q] = load(dinv, dbase + q)
+        for a in range(BS):
+            work[a] = 0
+        for c in range(BS):
+            oc = out[r0 + c]
             for a in range(BS):
-                out[r0 + a] = work[a]
-            for kb in range(lindptr[ib], lindptr[ib + 1]):
-                c0 = lindices[kb] * BS
-                base = kb * BB
-                for q in range(BB):
-                    buf[q] = load(lvalues, base + q)
-                for c in range(BS):
-                    acc = acc_zero(out)
-                    for a in range(BS):
-                        acc += buf[a * BS + c] * work[a]
-                    out[c0 + c] -= acc
-        return out
-
-    @njit(cache=True, nogil=True)
-    def apply_block_preconditioner(lindptr, lindices, lvalues, dinv, perm, r, out):
-        """out = P^T (L L^T)^-1 P r, with the block permutation perm (new position -> old block)."""
-        nb = perm.shape[0]
-        pr = np.empty_like(r)
-        pz = np.empty_like(r)
-        for a in range(nb):
-            src = perm[a] * BS
+                work[a] += buf[c * BS + a] * oc
+        for a in range(BS):
+            out[r0 + a] = work[a]
+        for kb in range(lindptr[ib], lindptr[ib + 1]):
+            c0 = lindices[kb] * BS
+            base = kb * BB
+            for q in range(BB):
+                buf[q] = load(lvalues, base + q)
             for c in range(BS):
-                pr[a * BS + c] = r[src + c]
-        block_ic_solve(lindptr, lindices, lvalues, dinv, pr, pz)
-        for a in range(nb):
-            dst = perm[a] * BS
-            for c in range(BS):
-                out[dst + c] = pz[a * BS + c]
-        return out
+                acc = acc_zero(out)
+                for a in range(BS):
+                    acc += buf[a * BS + c] * work[a]
+                out[c0 + c] -= acc
+    return out
 
-    @njit(cache=True, nogil=True)
-    def pcg_normal(
-        values, col_start, slot_offset, slot_width, rdim, cdim, ncols,
-        lindptr, lindices, lvalues, dinv, perm, precondition,
-        rhs, damping, x, tol, q_tol, max_iter,
-    ):  # fmt: skip
-        """Preconditioned CG on (J^T J + diag(damping)) x = rhs, with J^T J applied as J^T (J p).
+@njit(cache=True, nogil=True)
+def apply_block_preconditioner(lindptr, lindices, lvalues, dinv, perm, r, out, shape):
+    """out = P^T (L L^T)^-1 P r, with the block permutation perm (new position -> old block)."""
+    BS = len(shape)
+    nb = perm.shape[0]
+    pr = np.empty_like(r)
+    pz = np.empty_like(r)
+    for a in range(nb):
+        src = perm[a] * BS
+        for c in range(BS):
+            pr[a * BS + c] = r[src + c]
+    block_ic_solve(lindptr, lindices, lvalues, dinv, pr, pz, shape)
+    for a in range(nb):
+        dst = perm[a] * BS
+        for c in range(BS):
+            out[dst + c] = pz[a * BS + c]
+    return out
 
-        J^T J is never formed. `rhs` is the (negative) gradient, computed by the caller at the
-        residual precision: the low-precision J only enters the operator, so it changes how fast
-        the nonlinear iteration converges but not where it converges (iterative refinement).
-        Computing J^T r inside with an fp16 J instead would move the optimum by the fp16 rounding.
-        The preconditioner M ~ J^T J + diag(damping) is a block incomplete-Cholesky factor applied by
-        two triangular solves. Stops when |rhs - A x| < tol |rhs|, or, for truncated-Newton steps,
-        when the quadratic model's decrease stalls: i (Q_i - Q_{i-1}) / Q_i < q_tol (Nash and
-        Sofer's rule, as Ceres uses it). In finite precision the residual can grow once it is at
-        round-off level, so the best iterate is kept and returned when that happens.
-        """
-        m = col_start.shape[0] * rdim
-        s = rhs.copy()
-        z = np.empty(ncols, dtype=rhs.dtype)
-        w = np.empty(ncols, dtype=rhs.dtype)
-        q = np.empty(m, dtype=rhs.dtype)
-        best = np.zeros(ncols, dtype=rhs.dtype)
-        x[:] = 0
-        snorm0 = np.sqrt(_dot(s, s))
-        if snorm0 == 0:
-            return 0, CG_CONVERGED, 0.0
-        if not np.isfinite(snorm0):
-            return 0, CG_NON_FINITE, np.inf
+@njit(cache=True, nogil=True)
+def pcg_normal(
+    values, col_start, slot_offset, slot_width, rdim, cdim, ncols,
+    lindptr, lindices, lvalues, dinv, perm, precondition,
+    rhs, damping, x, tol, q_tol, max_iter, shape,
+):  # fmt: skip
+    """Preconditioned CG on (J^T J + diag(damping)) x = rhs, with J^T J applied as J^T (J p).
+
+    J^T J is never formed. `rhs` is the (negative) gradient, computed by the caller at the
+    residual precision: the low-precision J only enters the operator, so it changes how fast
+    the nonlinear iteration converges but not where it converges (iterative refinement).
+    Computing J^T r inside with an fp16 J instead would move the optimum by the fp16 rounding.
+    The preconditioner M ~ J^T J + diag(damping) is a block incomplete-Cholesky factor applied by
+    two triangular solves. Stops when |rhs - A x| < tol |rhs|, or, for truncated-Newton steps,
+    when the quadratic model's decrease stalls: i (Q_i - Q_{i-1}) / Q_i < q_tol (Nash and
+    Sofer's rule, as Ceres uses it). In finite precision the residual can grow once it is at
+    round-off level, so the best iterate is kept and returned when that happens.
+    """
+    m = col_start.shape[0] * rdim
+    s = rhs.copy()
+    z = np.empty(ncols, dtype=rhs.dtype)
+    w = np.empty(ncols, dtype=rhs.dtype)
+    q = np.empty(m, dtype=rhs.dtype)
+    best = np.zeros(ncols, dtype=rhs.dtype)
+    x[:] = 0
+    snorm0 = np.sqrt(_dot(s, s))
+    if snorm0 == 0:
+        return 0, CG_CONVERGED, 0.0
+    if not np.isfinite(snorm0):
+        return 0, CG_NON_FINITE, np.inf
+    if precondition:
+        apply_block_preconditioner(lindptr, lindices, lvalues, dinv, perm, s, z, shape)
+    else:
+        z[:] = s
+    p = z.copy()
+    gamma = _dot(s, z)
+    rel = 1.0
+    # The iterate with the smallest residual, kept only to recover from round-off blow-up. It starts
+    # empty (not at x = 0): a zero step is never returned once CG has taken a step.
+    best_rel = np.inf
+    model = 0.0
+    for it in range(max_iter):
+        block_matvec(values, col_start, slot_offset, slot_width, rdim, cdim, p, q)
+        block_rmatvec(values, col_start, slot_offset, slot_width, rdim, cdim, q, w)
+        for k in range(ncols):
+            w[k] += damping[k] * p[k]
+        delta = _dot(p, w)
+        if not np.isfinite(delta):
+            x[:] = best
+            return it, CG_NON_FINITE, best_rel
+        if delta <= 0:
+            x[:] = best
+            return it, CG_BREAKDOWN, best_rel
+        alpha = gamma / delta
+        # Each CG step lowers the quadratic model by alpha * gamma / 2 (model starts at 0 for x=0).
+        previous_model = model
+        model -= 0.5 * alpha * gamma
+        for k in range(ncols):
+            x[k] += alpha * p[k]
+            s[k] -= alpha * w[k]
+        rel = np.sqrt(_dot(s, s)) / snorm0
+        if not np.isfinite(rel):
+            x[:] = best
+            return it + 1, (CG_STAGNATED if it > 0 else CG_NON_FINITE), best_rel
+        if rel < best_rel:
+            best_rel = rel
+            best[:] = x
+        elif rel > 1e3 * best_rel:
+            # Round-off has taken over: the residual grows instead of levelling off.
+            x[:] = best
+            return it + 1, CG_STAGNATED, best_rel
+        if rel <= tol:
+            return it + 1, CG_CONVERGED, rel
+        if q_tol > 0 and model < 0 and (it + 1) * (model - previous_model) / model < q_tol:
+            return it + 1, CG_CONVERGED, rel
         if precondition:
-            apply_block_preconditioner(lindptr, lindices, lvalues, dinv, perm, s, z)
+            apply_block_preconditioner(lindptr, lindices, lvalues, dinv, perm, s, z, shape)
         else:
             z[:] = s
-        p = z.copy()
-        gamma = _dot(s, z)
-        rel = 1.0
-        best_rel = 1.0
-        model = 0.0
-        for it in range(max_iter):
-            block_matvec(values, col_start, slot_offset, slot_width, rdim, cdim, p, q)
-            block_rmatvec(values, col_start, slot_offset, slot_width, rdim, cdim, q, w)
-            for k in range(ncols):
-                w[k] += damping[k] * p[k]
-            delta = _dot(p, w)
-            if not np.isfinite(delta):
-                x[:] = best
-                return it, CG_NON_FINITE, best_rel
-            if delta <= 0:
-                x[:] = best
-                return it, CG_BREAKDOWN, best_rel
-            alpha = gamma / delta
-            # Each CG step lowers the quadratic model by alpha * gamma / 2 (model starts at 0 for x=0).
-            previous_model = model
-            model -= 0.5 * alpha * gamma
-            for k in range(ncols):
-                x[k] += alpha * p[k]
-                s[k] -= alpha * w[k]
-            rel = np.sqrt(_dot(s, s)) / snorm0
-            if not np.isfinite(rel):
-                x[:] = best
-                return it + 1, (CG_STAGNATED if it > 0 else CG_NON_FINITE), best_rel
-            if rel < best_rel:
-                best_rel = rel
-                best[:] = x
-            elif rel > 1e3 * best_rel:
-                # Round-off has taken over: the residual grows instead of levelling off.
-                x[:] = best
-                return it + 1, CG_STAGNATED, best_rel
-            if rel <= tol:
-                return it + 1, CG_CONVERGED, rel
-            if q_tol > 0 and model < 0 and (it + 1) * (model - previous_model) / model < q_tol:
-                return it + 1, CG_CONVERGED, rel
-            if precondition:
-                apply_block_preconditioner(lindptr, lindices, lvalues, dinv, perm, s, z)
-            else:
-                z[:] = s
-            gamma_new = _dot(s, z)
-            if not (gamma_new > 0):
-                x[:] = best
-                return it + 1, (CG_BREAKDOWN if np.isfinite(gamma_new) else CG_NON_FINITE), best_rel
-            beta = gamma_new / gamma
-            gamma = gamma_new
-            for k in range(ncols):
-                p[k] = z[k] + beta * p[k]
-        if best_rel < rel:
+        gamma_new = _dot(s, z)
+        if not (gamma_new > 0):
             x[:] = best
-        return max_iter, CG_MAX_ITERATIONS, min(rel, best_rel)
+            return it + 1, (CG_BREAKDOWN if np.isfinite(gamma_new) else CG_NON_FINITE), best_rel
+        beta = gamma_new / gamma
+        gamma = gamma_new
+        for k in range(ncols):
+            p[k] = z[k] + beta * p[k]
+    return max_iter, CG_MAX_ITERATIONS, rel
 
-    @njit(cache=True, nogil=True)
-    def block_factor(indptr, indices, blocks, shift):
-        """Block incomplete Cholesky of A + shift*diag(A) on the pattern given (its lower block triangle,
-        sorted BSR, fill blocks included as zeros).
+@njit(cache=True, nogil=True)
+def block_factor(indptr, indices, blocks, shift, shape):
+    """Block incomplete Cholesky of A + shift*diag(A) on the pattern given (its lower block triangle,
+    sorted BSR, fill blocks included as zeros).
 
-        Returns (ok, lower_blocks, dinv) where lower_blocks holds L_ij for every strictly lower
-        block of A's pattern (same order) and dinv holds L_ii^-1. ok is False on breakdown (a
-        non-positive pivot), in which case the caller retries with a larger shift.
-        """
-        nrows = indptr.shape[0] - 1
-        nnzb = indices.shape[0]
-        lower = np.zeros((nnzb, BS, BS))
-        dinv = np.zeros((nrows, BS, BS))
-        diag_pos = np.full(nrows, -1, dtype=np.int64)
-        for ib in range(nrows):
-            for kb in range(indptr[ib], indptr[ib + 1]):
-                if indices[kb] == ib:
-                    diag_pos[ib] = kb
-        tmp = np.zeros((BS, BS))
-        for ib in range(nrows):
-            if diag_pos[ib] < 0:
-                return False, lower, dinv
-            for kb in range(indptr[ib], indptr[ib + 1]):
-                k = indices[kb]
-                if k >= ib:
-                    continue
-                # L_ik = (A_ik - sum_{j<k} L_ij L_kj^T) L_kk^-T, over j in both rows' patterns.
-                tmp[:, :] = blocks[kb]
-                p = indptr[ib]
-                q = indptr[k]
-                while p < kb and q < indptr[k + 1] and indices[q] < k:
-                    jp = indices[p]
-                    jq = indices[q]
-                    if jp == jq:
-                        for a in range(BS):
-                            for b in range(BS):
-                                s = 0.0
-                                for c in range(BS):
-                                    s += lower[p, a, c] * lower[q, b, c]
-                                tmp[a, b] -= s
-                        p += 1
-                        q += 1
-                    elif jp < jq:
-                        p += 1
-                    else:
-                        q += 1
-                # Right-multiply by L_kk^-T: row a of L_ik = dinv_k @ tmp[a].
-                for a in range(BS):
-                    for b in range(BS):
-                        s = 0.0
-                        for c in range(b + 1):
-                            s += tmp[a, c] * dinv[k, b, c]
-                        lower[kb, a, b] = s
-            d = diag_pos[ib]
-            tmp[:, :] = blocks[d]
+    Returns (ok, lower_blocks, dinv) where lower_blocks holds L_ij for every strictly lower
+    block of A's pattern (same order) and dinv holds L_ii^-1. ok is False on breakdown (a
+    non-positive pivot), in which case the caller retries with a larger shift.
+    """
+    BS = len(shape)
+    nrows = indptr.shape[0] - 1
+    nnzb = indices.shape[0]
+    lower = np.zeros((nnzb, BS, BS))
+    dinv = np.zeros((nrows, BS, BS))
+    diag_pos = np.full(nrows, -1, dtype=np.int64)
+    for ib in range(nrows):
+        for kb in range(indptr[ib], indptr[ib + 1]):
+            if indices[kb] == ib:
+                diag_pos[ib] = kb
+    tmp = np.zeros((BS, BS))
+    for ib in range(nrows):
+        if diag_pos[ib] < 0:
+            return False, lower, dinv
+        for kb in range(indptr[ib], indptr[ib + 1]):
+            k = indices[kb]
+            if k >= ib:
+                continue
+            # L_ik = (A_ik - sum_{j<k} L_ij L_kj^T) L_kk^-T, over j in both rows' patterns.
+            tmp[:, :] = blocks[kb]
+            p = indptr[ib]
+            q = indptr[k]
+            while p < kb and q < indptr[k + 1] and indices[q] < k:
+                jp = indices[p]
+                jq = indices[q]
+                if jp == jq:
+                    for a in range(BS):
+                        for b in range(BS):
+                            s = 0.0
+                            for c in range(BS):
+                                s += lower[p, a, c] * lower[q, b, c]
+                            tmp[a, b] -= s
+                    p += 1
+                    q += 1
+                elif jp < jq:
+                    p += 1
+                else:
+                    q += 1
+            # Right-multiply by L_kk^-T: row a of L_ik = dinv_k @ tmp[a].
             for a in range(BS):
-                tmp[a, a] += shift * blocks[d, a, a]
-            for kb in range(indptr[ib], d):
-                for a in range(BS):
-                    for b in range(BS):
-                        s = 0.0
-                        for c in range(BS):
-                            s += lower[kb, a, c] * lower[kb, b, c]
-                        tmp[a, b] -= s
-            if not _chol_inplace(tmp, BS):
-                return False, lower, dinv
-            _lower_tri_inverse(tmp, BS, dinv[ib])
-        return True, lower, dinv
+                for b in range(BS):
+                    s = 0.0
+                    for c in range(b + 1):
+                        s += tmp[a, c] * dinv[k, b, c]
+                    lower[kb, a, b] = s
+        d = diag_pos[ib]
+        tmp[:, :] = blocks[d]
+        for a in range(BS):
+            tmp[a, a] += shift * blocks[d, a, a]
+        for kb in range(indptr[ib], d):
+            for a in range(BS):
+                for b in range(BS):
+                    s = 0.0
+                    for c in range(BS):
+                        s += lower[kb, a, c] * lower[kb, b, c]
+                    tmp[a, b] -= s
+        if not _chol_inplace(tmp, BS):
+            return False, lower, dinv
+        _lower_tri_inverse(tmp, BS, dinv[ib])
+    return True, lower, dinv
 
-    return block_ic_solve, apply_block_preconditioner, pcg_normal, block_factor
 
 
-_BLOCK_KERNELS: dict[int, tuple] = {}
-
-
-def block_kernels(block_size: int) -> tuple:
-    """(block_ic_solve, apply_block_preconditioner, pcg_normal, block_factor) for one block size."""
-    if block_size not in _BLOCK_KERNELS:
-        _BLOCK_KERNELS[block_size] = _make_block_kernels(int(block_size))
-    return _BLOCK_KERNELS[block_size]
+def block_shape(block_size: int) -> tuple:
+    """The tuple that carries a block size into the kernels as a compile-time constant."""
+    return (0,) * int(block_size)
 
 
 # ---------------------------------------------------------------------------------------------

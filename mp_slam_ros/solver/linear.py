@@ -164,10 +164,9 @@ def solve_cgnr(
         empty = np.zeros(0, dtype=np.int64)
         pre = (empty, empty, np.zeros(0, dtype=vec), np.zeros(0, dtype=vec), empty, False)
         block_size = 1
-    pcg_normal = kernels.block_kernels(block_size)[2]
-    its, status, rel = pcg_normal(
+    its, status, rel = kernels.pcg_normal(
         jac.values, jac.col_start, jac.slot_offsets, jac.slot_widths, jac.rdim, jac.cdim, jac.num_columns,
-        *pre, rhs, scaled_damping, y, tol, q_tolerance, max_iterations,
+        *pre, rhs, scaled_damping, y, tol, q_tolerance, max_iterations, kernels.block_shape(block_size),
     )  # fmt: skip
     x = y.astype(np.float64) / jac.column_scale
     return LinearSolveResult(x, int(its), _STATUS[int(status)], float(rel))
@@ -301,7 +300,7 @@ class BlockIncompleteCholesky:
         lindptr = np.concatenate([[0], np.cumsum(np.bincount(prow[strict], minlength=nb))]).astype(np.int64)
         shift = 0.0
         for attempt in range(1, max_attempts + 1):
-            ok, lower_blocks, dinv = kernels.block_kernels(bs)[3](pptr, pcols, pattern_blocks, shift)
+            ok, lower_blocks, dinv = kernels.block_factor(pptr, pcols, pattern_blocks, shift, kernels.block_shape(bs))
             if ok and np.all(np.isfinite(dinv)) and np.all(np.isfinite(lower_blocks)):
                 return cls(lindptr, pcols[strict], lower_blocks[strict], dinv, perm, shift, attempt, fill_level)
             shift = initial_shift if shift == 0.0 else shift * 10.0
@@ -327,8 +326,9 @@ class BlockIncompleteCholesky:
         """M^-1 r at the stored precision (for tests and diagnostics; the solver applies it in-kernel)."""
         assert self.lvalues is not None and self.dinv is not None
         out = np.empty_like(r)
-        apply = kernels.block_kernels(self.block_size)[1]
-        apply(self.lindptr, self.lindices, self.lvalues, self.dinv, self.perm, r, out)
+        shape = kernels.block_shape(self.block_size)
+        factor = (self.lindptr, self.lindices, self.lvalues, self.dinv, self.perm)
+        kernels.apply_block_preconditioner(*factor, r, out, shape)
         return out
 
 

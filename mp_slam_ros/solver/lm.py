@@ -479,7 +479,12 @@ def solve(
             problem_norm(state) + options.parameter_tolerance
         ):
             stop = ("CONVERGENCE", f"parameter tolerance reached: |dx| = {step_norm:.3e}")
-        elif not accepted and not step.failed and 0.0 <= predicted <= options.function_tolerance * old_cost:
+        elif (
+            not accepted
+            and step.status in ("converged", "direct")
+            and step_norm > 0.0
+            and 0.0 <= predicted <= options.function_tolerance * old_cost
+        ):
             # Even the model promises less than the function tolerance: this is the optimum.
             stop = ("CONVERGENCE", f"predicted decrease {predicted:.3e} is below the function tolerance")
         elif gauss_newton and not accepted:
