@@ -470,18 +470,21 @@ def solve(
         )
 
         stop = None
-        if accepted and abs(old_cost - cost) <= options.function_tolerance * old_cost:
+        # A small change only means convergence when the step was a solved one: a truncated or
+        # stagnated Krylov step can be tiny far from the optimum (seen with unscaled fp16).
+        solved = step.status in ("converged", "direct")
+        if accepted and solved and abs(old_cost - cost) <= options.function_tolerance * old_cost:
             stop = (
                 "CONVERGENCE",
                 f"function tolerance reached: |dcost|/cost = {abs(old_cost - cost) / old_cost:.3e}",
             )
-        elif accepted and step_norm <= options.parameter_tolerance * (
+        elif accepted and solved and step_norm <= options.parameter_tolerance * (
             problem_norm(state) + options.parameter_tolerance
         ):
             stop = ("CONVERGENCE", f"parameter tolerance reached: |dx| = {step_norm:.3e}")
         elif (
             not accepted
-            and step.status in ("converged", "direct")
+            and solved
             and step_norm > 0.0
             and 0.0 <= predicted <= options.function_tolerance * old_cost
         ):
