@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
-"""Why (or whether) fp16 storage speeds up the PGO inner loop on this CPU.
+"""Why (or whether) fp16 storage speeds up the PGO inner loop on this CPU, and which
+preconditioner fill level to use.
 
-For each pose graph: the three kernels of one CG iteration (J x, J^T y, the preconditioner's two
-triangular solves) at fp64, fp32 and fp16 storage, with the bytes each one streams, and the
-effective bandwidth. The static preconditioner is the solver's default (complete fill, minimum
-degree ordering), built at the chordal initial guess exactly as the solver builds it.
+1. For each pose graph: the three kernels of one CG iteration (J x, J^T y, the preconditioner's
+   two triangular solves) at fp64, fp32 and fp16 storage, with the bytes each one streams, and
+   the effective bandwidth. The static preconditioner is the solver's default (complete fill,
+   minimum-degree ordering), built at the chordal initial guess as the solver builds it.
+2. A sweep of the preconditioner's fill level (IC(0), IC(k), complete) with minimum-degree
+   ordering: factor size and time, and the whole `mixed` solve (CG iterations, time, final cost).
 
 Writes benchmarks/results/kernels.md and kernels.json.
 """
@@ -27,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from mp_slam_ros.io.g2o import read_pose_graph  # noqa: E402
 from mp_slam_ros.pgo.initialization import chordal_initialization  # noqa: E402
-from mp_slam_ros.pgo.problem import PoseGraphProblem  # noqa: E402
+from mp_slam_ros.pgo.problem import PoseGraphProblem, optimize_pose_graph  # noqa: E402
 from mp_slam_ros.solver import kernels  # noqa: E402
 from mp_slam_ros.solver.half import FP16_BACKEND  # noqa: E402
 from mp_slam_ros.solver.linear import (  # noqa: E402
@@ -36,6 +39,7 @@ from mp_slam_ros.solver.linear import (  # noqa: E402
     BlockSparseMatrix,
     StoredJacobian,
 )
+from mp_slam_ros.solver.lm import SolverOptions  # noqa: E402
 from mp_slam_ros.solver.precision import Precision  # noqa: E402
 
 GRAPHS = ("sphere2500", "torus3D", "city10000", "manhattan")
@@ -101,6 +105,46 @@ def measure(path: Path, repeat: int) -> list[dict]:
     return rows
 
 
+FILL_LEVELS = (0, 1, 2, 4, 8, FULL_FILL)
+
+
+def fill_sweep(path: Path) -> list[dict]:
+    graph = read_pose_graph(path)
+    start = chordal_initialization(graph)
+    problem = PoseGraphProblem(start)
+    _, jac = problem.linearize(problem.initial_state(), np.dtype(np.float64))
+    csr = jac.to_csr()
+    norms = jac.column_norms()
+    inv = sp.diags(1.0 / np.where(norms > 0, norms, 1.0))
+    hess = BlockSparseMatrix.from_scipy((inv @ (csr.T @ csr) @ inv).tocsr(), problem.k)
+    rows = []
+    for level in FILL_LEVELS:
+        BlockIncompleteCholesky.factor(hess, level, "mmd")  # compile / warm
+        t = time.perf_counter()
+        factor = BlockIncompleteCholesky.factor(hess, level, "mmd")
+        t_factor = time.perf_counter() - t
+        options = SolverOptions(ic_fill_level=level)
+        optimize_pose_graph(graph, "mixed", options)
+        t = time.perf_counter()
+        _, summary = optimize_pose_graph(graph, "mixed", options)
+        rows.append(
+            {
+                "graph": path.stem,
+                "fill_level": "complete" if level == FULL_FILL else str(level),
+                "factor_blocks": factor.num_blocks,
+                "factor_ms": t_factor * 1e3,
+                "shift": factor.shift,
+                "iterations": summary.num_iterations,
+                "cg_iterations": summary.total_cg_iterations,
+                "factorizations": summary.preconditioner_factorizations,
+                "solve_s": time.perf_counter() - t,
+                "final_cost": summary.final_cost,
+                "termination": summary.termination,
+            }
+        )
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=os.environ.get("MP_SLAM_SHARED_DATA", str(ROOT.parent / "shared" / "data")))
@@ -112,9 +156,11 @@ def main() -> int:
         print(f"error: pose graphs not found at {pgo_dir}; pass --data or set MP_SLAM_SHARED_DATA", file=sys.stderr)
         return 2
     rows = []
+    sweep = []
     for name in args.graphs:
         print(f"measuring {name} ...", file=sys.stderr)
         rows += measure(pgo_dir / f"{name}.g2o", args.repeat)
+        sweep += fill_sweep(pgo_dir / f"{name}.g2o")
     cpu = "?"
     if Path("/proc/cpuinfo").is_file():
         lines = Path("/proc/cpuinfo").read_text().splitlines()
@@ -131,11 +177,24 @@ def main() -> int:
         f"{r['bytes_per_iteration_MB']:.2f} | {r['GB_per_s']:.1f} |\n"
         for r in rows
     )
+    fill = (
+        "\n## Preconditioner fill level (minimum-degree ordering), whole `mixed` solve from the chordal start\n\n"
+        "| graph | fill level | factor blocks | factor [ms] | shift | LM iterations | CG iterations | factorisations "
+        "| solve [s] | final cost | termination |\n|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|\n"
+    )
+    fill += "".join(
+        f"| {r['graph']} | {r['fill_level']} | {r['factor_blocks']} | {r['factor_ms']:.1f} | {r['shift']:g} | "
+        f"{r['iterations']} | {r['cg_iterations']} | {r['factorizations']} | {r['solve_s']:.3f} | "
+        f"{r['final_cost']:.6f} | {r['termination']} |\n"
+        for r in sweep
+    )
     results = ROOT / "benchmarks" / "results"
     results.mkdir(parents=True, exist_ok=True)
-    (results / "kernels.md").write_text("## CG-iteration kernels by storage precision\n\n" + head + body)
-    (results / "kernels.json").write_text(json.dumps({"cpu": cpu, "backend": FP16_BACKEND, "rows": rows}, indent=2))
-    print(head + body)
+    text = "## CG-iteration kernels by storage precision\n\n" + head + body + fill
+    (results / "kernels.md").write_text(text)
+    payload = {"cpu": cpu, "backend": FP16_BACKEND, "rows": rows, "fill_sweep": sweep}
+    (results / "kernels.json").write_text(json.dumps(payload, indent=2))
+    print(text)
     return 0
 
 
