@@ -17,15 +17,14 @@ field at fault in an :class:`~mp_slam_ros.io.errors.InputFormatError`.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
 
 from mp_slam_ros.io.errors import InputFormatError
+from mp_slam_ros.io.files import atomic_write_text
 
 __all__ = [
     "CAMERA_FIELDS",
@@ -305,24 +304,6 @@ def write_bal(bal: BalProblem, path: str | os.PathLike[str]) -> None:
     )
     out.extend(map(repr, bal.cameras.reshape(-1).tolist()))
     out.extend(map(repr, bal.points.reshape(-1).tolist()))
-    _atomic_write_text(os.fspath(path), "\n".join(out) + "\n")
+    atomic_write_text(os.fspath(path), "\n".join(out) + "\n")
 
 
-def _atomic_write_text(path: str, text: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        try:
-            mode = os.stat(path).st_mode & 0o777
-        except FileNotFoundError:
-            umask = os.umask(0)
-            os.umask(umask)
-            mode = 0o666 & ~umask
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise

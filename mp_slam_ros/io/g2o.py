@@ -22,16 +22,15 @@ order, 2D ``(x, y, theta)`` and 3D ``(wx, wy, wz, x, y, z)``. The files store:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
 
 from mp_slam_ros.io.errors import InputFormatError
+from mp_slam_ros.io.files import atomic_write_text
 from mp_slam_ros.pgo.graph import PoseGraph, odometry_chain_initialization
 
 __all__ = ["read_pose_graph", "write_g2o"]
@@ -604,27 +603,6 @@ def write_g2o(graph: PoseGraph, path: str | os.PathLike[str], *, write_vertices:
         out.extend(f"{vtag} {i} {v}" for i, v in zip(ids, _fmt(vvals), strict=True))
     out.extend(f"FIX {ids[k]}" for k in np.nonzero(graph.fixed)[0].tolist())
     out.extend(f"{etag} {a} {b} {v}" for a, b, v in zip(ei, ej, _fmt(evals), strict=True))
-    _atomic_write_text(os.fspath(path), "\n".join(out) + "\n")
+    atomic_write_text(os.fspath(path), "\n".join(out) + "\n")
 
 
-def _atomic_write_text(path: str, text: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        # mkstemp creates 0600; give the file the mode a plain open() would have.
-        try:
-            mode = os.stat(path).st_mode & 0o777
-        except FileNotFoundError:
-            umask = os.umask(0)
-            os.umask(umask)
-            mode = 0o666 & ~umask
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise

@@ -414,6 +414,20 @@ def block_shape(block_size: int) -> tuple:
 # fill_level 0 keeps the pattern of A (IC(0)); a large fill_level gives the complete Cholesky
 # pattern. Works on the lower block triangle in the elimination order, rows sorted.
 # ---------------------------------------------------------------------------------------------
+@njit(cache=True, inline="always")
+def _heap_push(heap, hsize, value):
+    """Push onto the binary min-heap heap[:hsize]; returns the new size."""
+    heap[hsize] = value
+    c = hsize
+    while c > 0:
+        parent = (c - 1) // 2
+        if heap[parent] <= heap[c]:
+            break
+        heap[parent], heap[c] = heap[c], heap[parent]
+        c = parent
+    return hsize + 1
+
+
 @njit(cache=True)
 def symbolic_fill(indptr, indices, fill_level):
     n = indptr.shape[0] - 1
@@ -441,16 +455,7 @@ def symbolic_fill(indptr, indices, fill_level):
                 in_heap[j] = True
                 touched[ntouched] = j
                 ntouched += 1
-                # heap push
-                heap[hsize] = j
-                c = hsize
-                hsize += 1
-                while c > 0:
-                    parent = (c - 1) // 2
-                    if heap[parent] <= heap[c]:
-                        break
-                    heap[parent], heap[c] = heap[c], heap[parent]
-                    c = parent
+                hsize = _heap_push(heap, hsize, j)
         row_start = nnz
         while hsize > 0:
             k = heap[0]
@@ -491,15 +496,7 @@ def symbolic_fill(indptr, indices, fill_level):
                             in_heap[r] = True
                             touched[ntouched] = r
                             ntouched += 1
-                            heap[hsize] = r
-                            c = hsize
-                            hsize += 1
-                            while c > 0:
-                                parent = (c - 1) // 2
-                                if heap[parent] <= heap[c]:
-                                    break
-                                heap[parent], heap[c] = heap[c], heap[parent]
-                                c = parent
+                            hsize = _heap_push(heap, hsize, r)
                 e = nxt[e]
         # Register row i's entries in their columns, then the diagonal.
         for e in range(row_start, nnz):
