@@ -32,10 +32,11 @@ from .linear import (
     solve_direct,
 )
 from .precision import Precision, PrecisionConfig
+from .schur import solve_schur
 
 log = logging.getLogger(__name__)
 
-LINEAR_SOLVERS = ("pcg-ic", "cgnr", "cholesky")
+LINEAR_SOLVERS = ("pcg-ic", "cgnr", "cholesky", "schur")
 
 
 class LeastSquaresProblem(Protocol):
@@ -67,7 +68,9 @@ class SolverOptions:
     """Options of :func:`solve` (names and defaults follow Ceres where they overlap)."""
 
     algorithm: str = "levenberg_marquardt"  # or "gauss_newton"
-    linear_solver: str = "pcg-ic"  # pcg-ic (CGNR + static block IC(0)) | cgnr | cholesky (fp64)
+    # pcg-ic (CGNR + static block incomplete Cholesky) | cgnr | cholesky (fp64) | schur (fp64, bundle
+    # adjustment only: points eliminated, dense Cholesky of the reduced camera system)
+    linear_solver: str = "pcg-ic"
     max_iterations: int = 50
     max_time_seconds: float = math.inf
     function_tolerance: float = 1e-6  # stop when |cost change| / cost < this
@@ -286,6 +289,11 @@ class _LinearSystem:
         norms = jac.column_norms()
         damping_diag = damping * np.clip(norms**2, opts.min_diagonal, opts.max_diagonal)
         times["gradient_and_scaling"] += time.perf_counter() - t0
+        if opts.linear_solver == "schur":
+            t0 = time.perf_counter()
+            res = solve_schur(jac, gradient, damping_diag)
+            times["linear_solve"] += time.perf_counter() - t0
+            return res, gradient
         if opts.linear_solver == "cholesky":
             t0 = time.perf_counter()
             csr = jac.to_csr()
