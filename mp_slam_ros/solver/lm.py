@@ -478,9 +478,9 @@ def solve(
         )
 
         stop = None
-        # A small change only means convergence when the step was a solved one: a truncated or
-        # stagnated Krylov step can be tiny far from the optimum (seen with unscaled fp16).
-        solved = step.status in ("converged", "direct")
+        # A small change only means convergence after a real step: a stagnated Krylov solve can
+        # return a tiny step far from the optimum (seen with unscaled fp16).
+        solved = step.status in ("converged", "direct", "max_iterations")
         if accepted and solved and abs(old_cost - cost) <= options.function_tolerance * old_cost:
             stop = (
                 "CONVERGENCE",
