@@ -88,36 +88,8 @@ class WindowState(NamedTuple):
 # ---------------------------------------------------------------------------------------------
 # Kernels
 # ---------------------------------------------------------------------------------------------
-def _taylor(sign_shift: int, terms: int = 10) -> tuple[float, ...]:
-    """Coefficients of sum_k (-1)^k x^k / (2k + sign_shift)!, a series in x = theta^2."""
-    return tuple((-1.0) ** k / math.factorial(2 * k + sign_shift) for k in range(terms))
-
-
-# sin(t)/t, (1 - cos t)/t^2, (t - sin t)/t^3 as series in t^2: below t^2 = 1 the first omitted
-# term (t^20 / 21!) is below 2e-20, and above it the closed forms lose < 1e-15 to cancellation.
-_SER_A = _taylor(1)
-_SER_B = _taylor(2)
-_SER_C = _taylor(3)
-_SERIES_THETA2 = 1.0
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _horner(c, x):
-    acc = c[len(c) - 1]
-    for k in range(len(c) - 2, -1, -1):
-        acc = acc * x + c[k]
-    return acc
-
-
-@njit(cache=True, nogil=True)
-def _rodrigues_coefs(theta2):
-    """sin(t)/t, (1 - cos t)/t^2, (t - sin t)/t^3 at t^2 = theta2."""
-    if theta2 < _SERIES_THETA2:
-        return _horner(_SER_A, theta2), _horner(_SER_B, theta2), _horner(_SER_C, theta2)
-    theta = math.sqrt(theta2)
-    s = math.sin(theta)
-    h = math.sin(0.5 * theta)
-    return s / theta, 2.0 * h * h / theta2, (theta - s) / (theta2 * theta)
+# sin(t)/t, (1 - cos t)/t^2, (t - sin t)/t^3 at t^2, with series near zero: shared with the Lie-group module.
+_rodrigues_coefs = lie.so3_coefficients
 
 
 @njit(cache=True, nogil=True, inline="always")

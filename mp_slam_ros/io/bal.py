@@ -17,13 +17,12 @@ field at fault in an :class:`~mp_slam_ros.io.errors.InputFormatError`.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 
 import numpy as np
 
-from mp_slam_ros.io.errors import InputFormatError
+from mp_slam_ros.io.errors import InputFormatError, convert_token
 from mp_slam_ros.io.files import atomic_write_text
 
 __all__ = [
@@ -109,17 +108,6 @@ def _parameter_name(k: int, num_cameras: int) -> tuple[str, str]:
     return POINT_FIELDS[j % 3], f"point {j // 3}"
 
 
-def _convert(path: str, lineno: int, field: str, token: str, integer: bool, owner: str) -> float:
-    try:
-        value = int(token) if integer else float(token)
-    except ValueError:
-        kind = "an integer" if integer else "a number"
-        raise InputFormatError(path, lineno, field, f"{owner}: expected {kind}, got '{token}'") from None
-    if integer and not -(2**63) <= value < 2**63:
-        raise InputFormatError(path, lineno, field, f"{owner}: integer '{token}' does not fit in int64")
-    if not integer and not math.isfinite(value):
-        raise InputFormatError(path, lineno, field, f"{owner}: non-finite value '{token}'")
-    return value
 
 
 def read_bal(path: str | os.PathLike[str]) -> BalProblem:
@@ -202,7 +190,7 @@ def read_bal(path: str | os.PathLike[str]) -> BalProblem:
     except (ValueError, OverflowError):
         for k, row in enumerate(obs_rows):
             for col, token in enumerate(row):
-                _convert(path_str, int(obs_lines[k]), OBSERVATION_FIELDS[col], token, col < 2, f"observation {k}")
+                convert_token(path_str, int(obs_lines[k]), OBSERVATION_FIELDS[col], token, col < 2, f"observation {k}")
         raise AssertionError("unreachable: bulk conversion failed but no token is invalid") from None
     camera_index, point_index = indices[:num_obs], indices[num_obs:]
     observations = np.ascontiguousarray(pixels.reshape(2, num_obs).T)
@@ -265,7 +253,7 @@ def read_bal(path: str | os.PathLike[str]) -> BalProblem:
     except (ValueError, OverflowError):
         for k, token in enumerate(params_flat):
             field, owner = _parameter_name(k, num_cameras)
-            _convert(path_str, line_of(k), field, token, False, owner)
+            convert_token(path_str, line_of(k), field, token, False, owner)
         raise AssertionError("unreachable: bulk conversion failed but no token is invalid") from None
     k = first_bad(~np.isfinite(params))
     if k is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 
@@ -39,3 +40,23 @@ class InputFormatError(ValueError):
 
     def __reduce__(self):  # keeps the attributes across pickling (multiprocessing workers)
         return (type(self), (self.path, self.line, self.field, self.reason))
+
+
+def convert_token(
+    path: str, lineno: int, field: str, token: str, integer: bool, owner: str | None = None
+) -> float | int:
+    """Parse one numeric token, or raise InputFormatError naming the file, line and field.
+
+    `owner` (e.g. "observation 12") prefixes the reason when the field name alone is ambiguous.
+    """
+    prefix = f"{owner}: " if owner else ""
+    try:
+        value = int(token) if integer else float(token)
+    except ValueError:
+        kind = "an integer" if integer else "a number"
+        raise InputFormatError(path, lineno, field, f"{prefix}expected {kind}, got '{token}'") from None
+    if integer and not -(2**63) <= value < 2**63:
+        raise InputFormatError(path, lineno, field, f"{prefix}integer '{token}' does not fit in int64")
+    if not integer and not math.isfinite(value):
+        raise InputFormatError(path, lineno, field, f"{prefix}non-finite value '{token}'")
+    return value

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mp_slam_ros.io.errors import InputFormatError
+from mp_slam_ros.io.errors import InputFormatError, convert_token
 from mp_slam_ros.io.files import atomic_write_text
 from mp_slam_ros.pgo.graph import PoseGraph, odometry_chain_initialization
 
@@ -235,17 +235,6 @@ def _split_by_tag(path: str, text: str) -> tuple[dict[str, _Group], list[str]]:
     return groups, order
 
 
-def _convert_token(path: str, lineno: int, field: str, token: str, integer: bool) -> float:
-    try:
-        value = int(token) if integer else float(token)
-    except ValueError:
-        kind = "an integer" if integer else "a number"
-        raise InputFormatError(path, lineno, field, f"expected {kind}, got '{token}'") from None
-    if integer and not -(2**63) <= value < 2**63:
-        raise InputFormatError(path, lineno, field, f"integer '{token}' does not fit in int64")
-    if not integer and not math.isfinite(value):
-        raise InputFormatError(path, lineno, field, f"non-finite value '{token}'")
-    return value
 
 
 def _locate_bad_token(path: str, group: _Group, fields: tuple[str, ...], n_int: int) -> InputFormatError:
@@ -253,7 +242,7 @@ def _locate_bad_token(path: str, group: _Group, fields: tuple[str, ...], n_int: 
     for lineno, row in zip(group.lines, group.rows, strict=True):
         for col, token in enumerate(row[1:]):
             try:
-                _convert_token(path, lineno, fields[col], token, col < n_int)
+                convert_token(path, lineno, fields[col], token, col < n_int)
             except InputFormatError as err:
                 return err
     return InputFormatError(path, group.lines[0], None, f"could not convert '{group.tag}' lines")
@@ -530,7 +519,7 @@ def _parse_fix(path: str, group: _Group, ids: np.ndarray) -> np.ndarray:
         if len(row) < 2:
             raise InputFormatError(path, lineno, "id", "truncated 'FIX' line: no vertex id")
         for token in row[1:]:
-            vid = int(_convert_token(path, lineno, "id", token, integer=True))
+            vid = int(convert_token(path, lineno, "id", token, integer=True))
             where = int(np.searchsorted(ids, vid))
             if where >= ids.size or ids[where] != vid:
                 raise InputFormatError(path, lineno, "id", f"FIX references unknown vertex id {vid}")

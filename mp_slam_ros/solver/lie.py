@@ -128,6 +128,10 @@ def _coef_abc(theta2):
     return s / theta, 2.0 * h * h / theta2, (theta - s) / (theta2 * theta)
 
 
+# Public name for other numba kernels (the BAL camera model's Rodrigues rotation uses it).
+so3_coefficients = _coef_abc
+
+
 @njit(cache=True, nogil=True)
 def _coef_d(theta2):
     """(1 - (x/2) cot(x/2))/x^2 at x^2 = theta2: the w^2 coefficient of the inverse SO(3) Jacobians."""
