@@ -52,6 +52,36 @@ def _pgo(args: argparse.Namespace) -> int:
     return 0 if summary.termination != "FAILURE" else 1
 
 
+def _ba(args: argparse.Namespace) -> int:
+    from .ba.problem import optimize_bal
+    from .io.bal import read_bal, write_bal
+    from .solver.lm import SolverOptions
+    from .solver.precision import load_precision
+
+    bal = read_bal(args.file)
+    precision = load_precision(args.precision)
+    options = SolverOptions(
+        linear_solver=args.solver,
+        max_iterations=args.max_iterations,
+        verbose=not (args.quiet or args.json),
+    )
+    if not args.json:
+        print(
+            f"{args.file}: {bal.num_cameras} cameras, {bal.num_points} points, "
+            f"{bal.num_observations} observations (BAL camera model, all 9 camera parameters free)"
+        )
+    result, summary = optimize_bal(bal, precision, options, loss=args.loss, loss_scale=args.loss_scale)
+    if args.out:
+        write_bal(result, args.out)
+    if args.json:
+        print(summary.to_json(indent=2))
+    else:
+        print(summary.report())
+        if args.out:
+            print(f"wrote {args.out}")
+    return 0 if summary.termination != "FAILURE" else 1
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_pgo_demo
 
@@ -77,6 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_solver_args(p, ("pcg-ic", "cgnr", "cholesky"), "pcg-ic")
     p.set_defaults(func=_pgo)
+
+    b = sub.add_parser("ba", help="bundle-adjust a BAL problem (problem-*-pre.txt)")
+    b.add_argument("file", help="BAL problem file")
+    b.add_argument("--out", help="write the adjusted problem in BAL format")
+    b.add_argument("--loss", choices=("trivial", "huber", "cauchy"), default="trivial", help="robust loss")
+    b.add_argument("--loss-scale", type=float, default=1.0, help="robust loss scale [pixels]")
+    _add_solver_args(b, ("cgnr", "schur", "cholesky"), "cgnr")
+    b.set_defaults(func=_ba)
 
     d = sub.add_parser("demo", help="synthetic pose graph with loops, solved in fp64 and mixed, with a plot")
     d.add_argument("--out", default="demo_out", help="output directory (default: demo_out)")
