@@ -22,13 +22,14 @@ def _add_solver_args(p: argparse.ArgumentParser, solvers: tuple[str, ...], defau
     p.add_argument("--quiet", action="store_true", help="no per-iteration table")
 
 
-def _pgo(args: argparse.Namespace) -> int:
-    from .io.g2o import read_pose_graph, write_g2o
-    from .pgo.problem import optimize_pose_graph
+def _solve_and_report(args: argparse.Namespace, header: str, run, write) -> int:
+    """The shared tail of `pgo` and `ba`: options from the flags, a solve, output and exit code.
+
+    `run(precision, options)` returns (result, summary); `write(result, path)` saves the result.
+    """
     from .solver.lm import SolverOptions
     from .solver.precision import load_precision
 
-    graph = read_pose_graph(args.file)
     precision = load_precision(args.precision)
     options = SolverOptions(
         linear_solver=args.solver,
@@ -36,13 +37,10 @@ def _pgo(args: argparse.Namespace) -> int:
         verbose=not (args.quiet or args.json),
     )
     if not args.json:
-        print(
-            f"{args.file}: {graph.num_poses} poses, {graph.num_edges} edges, SE({graph.dim}), "
-            f"initial guess {'from file' if graph.has_initial_guess else 'from the odometry chain'}"
-        )
-    result, summary = optimize_pose_graph(graph, precision, options, initialization=args.init)
+        print(header)
+    result, summary = run(precision, options)
     if args.out:
-        write_g2o(result, args.out)
+        write(result, args.out)
     if args.json:
         print(summary.to_json(indent=2))
     else:
@@ -50,36 +48,40 @@ def _pgo(args: argparse.Namespace) -> int:
         if args.out:
             print(f"wrote {args.out}")
     return 0 if summary.termination != "FAILURE" else 1
+
+
+def _pgo(args: argparse.Namespace) -> int:
+    from .io.g2o import read_pose_graph, write_g2o
+    from .pgo.problem import optimize_pose_graph
+
+    graph = read_pose_graph(args.file)
+    header = (
+        f"{args.file}: {graph.num_poses} poses, {graph.num_edges} edges, SE({graph.dim}), "
+        f"initial guess {'from file' if graph.has_initial_guess else 'from the odometry chain'}"
+    )
+    return _solve_and_report(
+        args,
+        header,
+        lambda precision, options: optimize_pose_graph(graph, precision, options, initialization=args.init),
+        write_g2o,
+    )
 
 
 def _ba(args: argparse.Namespace) -> int:
     from .ba.problem import optimize_bal
     from .io.bal import read_bal, write_bal
-    from .solver.lm import SolverOptions
-    from .solver.precision import load_precision
 
     bal = read_bal(args.file)
-    precision = load_precision(args.precision)
-    options = SolverOptions(
-        linear_solver=args.solver,
-        max_iterations=args.max_iterations,
-        verbose=not (args.quiet or args.json),
+    header = (
+        f"{args.file}: {bal.num_cameras} cameras, {bal.num_points} points, "
+        f"{bal.num_observations} observations (BAL camera model, all 9 camera parameters free)"
     )
-    if not args.json:
-        print(
-            f"{args.file}: {bal.num_cameras} cameras, {bal.num_points} points, "
-            f"{bal.num_observations} observations (BAL camera model, all 9 camera parameters free)"
-        )
-    result, summary = optimize_bal(bal, precision, options, loss=args.loss, loss_scale=args.loss_scale)
-    if args.out:
-        write_bal(result, args.out)
-    if args.json:
-        print(summary.to_json(indent=2))
-    else:
-        print(summary.report())
-        if args.out:
-            print(f"wrote {args.out}")
-    return 0 if summary.termination != "FAILURE" else 1
+    return _solve_and_report(
+        args,
+        header,
+        lambda precision, options: optimize_bal(bal, precision, options, loss=args.loss, loss_scale=args.loss_scale),
+        write_bal,
+    )
 
 
 def _demo(args: argparse.Namespace) -> int:
