@@ -460,3 +460,105 @@ def test_unattainable_tolerance_does_not_diverge():
                 f"{J.shape} seed {seed} pre={use_pre}: {res.status}, rel {res.relative_residual:.2g}, err {err:.2g}"
             )
     assert not failures, "; ".join(failures)
+
+
+# ---------------------------------------------------------------------------------------------
+# Block-Jacobi preconditioner of CGNR (variable blocks of mixed sizes: 6x6 poses, 3x3 points)
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def window_jacobian():
+    from mp_slam_ros.ba.synthetic import make_window
+
+    w = make_window(10, seed=3)
+    prob, state = w.problem(fixed_poses=(0, 9))
+    res, jac = prob.linearize(state, np.dtype(np.float64))
+    return jac, res
+
+
+def variable_blocks(jac: BlockJacobian) -> list[tuple[int, int]]:
+    """(first column, width) of every variable, read independently of the kernel from the slots."""
+    width = {}
+    for s, w in enumerate(jac.slot_widths):
+        for c0 in jac.col_start[:, s]:
+            if c0 >= 0:
+                width[int(c0)] = w
+    return sorted(width.items())
+
+
+def block_diagonal_inverse(jac: BlockJacobian, scale: np.ndarray, damping: np.ndarray) -> np.ndarray:
+    js = dense(jac) / scale
+    h = js.T @ js + np.diag(damping)
+    out = np.zeros_like(h)
+    for c0, w in variable_blocks(jac):
+        out[c0 : c0 + w, c0 : c0 + w] = np.linalg.inv(h[c0 : c0 + w, c0 : c0 + w])
+    return out
+
+
+def test_block_jacobi_partition_follows_the_slots(window_jacobian):
+    jac, _ = window_jacobian
+    pre = linear.BlockJacobiPreconditioner.build(jac, np.ones(jac.num_columns), np.zeros(jac.num_columns))
+    expected = variable_blocks(jac)
+    assert [(int(a), int(b - a)) for a, b in zip(pre.ptr[:-1], pre.ptr[1:], strict=True)] == expected
+    assert {w for _, w in expected} == {6, 3}
+
+
+@pytest.mark.parametrize("lam", [0.0, 1e-3])
+def test_block_jacobi_applies_the_inverse_of_the_block_diagonal(window_jacobian, lam):
+    jac, _ = window_jacobian
+    scale = jac.column_norms()
+    damping = np.full(jac.num_columns, lam)
+    pre = linear.BlockJacobiPreconditioner.build(jac, scale, damping).stored(P64)
+    assert pre.shifted_blocks == 0
+    ref = block_diagonal_inverse(jac, scale, damping)
+    r = np.random.default_rng(0).standard_normal(jac.num_columns)
+    assert rel_err(pre.apply(r), ref @ r) < 1e-9
+
+
+def test_block_jacobi_fp16_stays_positive_definite(window_jacobian):
+    jac, _ = window_jacobian
+    scale = jac.column_norms()
+    damping = np.full(jac.num_columns, 1e-6)  # weak damping: ill-conditioned point blocks
+    pre = linear.BlockJacobiPreconditioner.build(jac, scale, damping)
+    exact = pre.stored(P64).apply(np.eye(jac.num_columns)[0])
+    operator = np.stack([pre.stored(P16).apply(np.ascontiguousarray(e)) for e in np.eye(jac.num_columns)], axis=1)
+    # Product form G^T G: symmetric and positive definite whatever the rounding of G.
+    assert np.allclose(operator, operator.T, rtol=0, atol=1e-6 * np.abs(operator).max())
+    assert np.linalg.eigvalsh(0.5 * (operator + operator.T)).min() > 0
+    assert rel_err(operator[:, 0], exact) < 5e-2
+
+
+def test_block_jacobi_shifts_a_variable_nothing_constrains():
+    # Variable 1 (columns 3..5) appears only in a block whose values are all zero, no damping.
+    values = np.zeros((2, 2, 6))
+    values[0, :, :3] = np.arange(6.0).reshape(2, 3) + np.eye(2, 3)
+    values[0, :, 3:] = 0.0
+    values[1, :, :3] = np.eye(2, 3)
+    jac = BlockJacobian(values, np.array([[0, 3], [0, -1]]), (3, 3), 9)  # columns 6..8 in no slot
+    pre = linear.BlockJacobiPreconditioner.build(jac, np.ones(9), np.zeros(9)).stored(P64)
+    assert pre.num_variables == 5  # (0..2), (3..5), then 1x1 blocks for the uncovered 6, 7, 8
+    assert pre.shifted_blocks >= 4
+    assert np.all(np.isfinite(pre.apply(np.ones(9))))
+
+
+@pytest.mark.parametrize("storage", [P64, P32, P16])
+def test_cgnr_block_jacobi_matches_direct_solve(window_jacobian, storage):
+    jac, res = window_jacobian
+    damping = 1e-4 * jac.column_norms() ** 2
+    gradient = jac.rmatvec(res)
+    h = dense(jac).T @ dense(jac) + np.diag(damping)
+    x_ref = np.linalg.solve(h, -gradient)
+    stored = StoredJacobian.store(jac, storage)
+    pre = linear.BlockJacobiPreconditioner.build(jac, stored.column_scale, damping / stored.column_scale**2)
+    vectors = P64 if storage is P64 else P32
+    tol = 1e-12 if storage is P64 else 1e-6
+    with_pre = solve_cgnr(stored, gradient, damping, pre.stored(vectors), vectors, tol, 3000)
+    without = solve_cgnr(stored, gradient, damping, None, vectors, tol, 3000)
+    assert with_pre.status == "converged"
+    assert with_pre.iterations < 0.5 * without.iterations
+    # The true normal-equation residual: CG's own tolerance for fp64/fp32 (plus fp32 rounding of
+    # the operator), and for fp16 storage the operator's perturbation |dH x| / |g|, with
+    # |dH| <~ 2 * 2^-11 |H| in the scaled variables (measured 7e-7 at fp32, 9e-5 at fp16).
+    true_rel = np.linalg.norm(h @ with_pre.x + gradient) / np.linalg.norm(gradient)
+    assert true_rel < {P64: 1e-10, P32: 1e-5, P16: 1e-3}[storage]
+    if storage is P64:
+        assert rel_err(with_pre.x, x_ref) < 1e-8

@@ -202,10 +202,25 @@ def test_cholesky_matches_pcg(graph, fp64_run):
 
 
 def test_cgnr_without_preconditioner(graph, fp64_run):
-    _, _, summary = run(graph, "fp64", linear_solver="cgnr")
+    _, _, summary = run(graph, "fp64", linear_solver="cgnr", cgnr_preconditioner="none")
     assert summary.termination == "CONVERGENCE"
     assert summary.preconditioner_factorizations == 0
     assert rel(summary.final_cost, fp64_run[2].final_cost) < 1e-6
+
+
+def test_cgnr_block_jacobi_rebuilt_every_iteration(graph, fp64_run):
+    _, _, plain = run(graph, "fp64", linear_solver="cgnr", cgnr_preconditioner="none")
+    _, _, summary = run(graph, "fp64", linear_solver="cgnr")
+    assert summary.termination == "CONVERGENCE"
+    # The damping changes every iteration, so the block-Jacobi is refactored every iteration.
+    assert summary.preconditioner_factorizations == summary.num_iterations
+    assert rel(summary.final_cost, fp64_run[2].final_cost) < 1e-6
+    assert summary.total_cg_iterations < plain.total_cg_iterations
+
+
+def test_cgnr_preconditioner_option_is_checked():
+    with pytest.raises(ValueError, match="cgnr_preconditioner"):
+        SolverOptions(cgnr_preconditioner="ilu")
 
 
 class ExponentialFit:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from . import kernels
+
 
 @dataclass
 class BlockJacobian:
@@ -68,42 +70,21 @@ class BlockJacobian:
         rows, cols, vals = self._coo()
         return sp.csr_matrix((vals.astype(dtype), (rows, cols)), shape=self.shape)
 
+    def _kernel_args(self) -> tuple:
+        widths = np.asarray(self.slot_widths, dtype=np.int64)
+        return (self.values.reshape(-1), self.col_start, self.slot_offsets, widths, self.rdim, self.cdim)
+
     def column_norms(self) -> np.ndarray:
         """Euclidean norm of each column of J, in fp64."""
-        sq = np.zeros(self.num_columns)
-        col_sq = np.einsum("brc,brc->bc", self.values, self.values, dtype=np.float64)
-        offsets = self.slot_offsets
-        for s, w in enumerate(self.slot_widths):
-            start = self.col_start[:, s]
-            ok = start >= 0
-            idx = start[ok, None] + np.arange(w)[None, :]
-            sq += np.bincount(idx.ravel(), col_sq[ok, offsets[s] : offsets[s] + w].ravel(), self.num_columns)
-        return np.sqrt(sq)
+        sq = np.empty(self.num_columns)
+        return np.sqrt(kernels.block_column_sumsq(*self._kernel_args(), sq))
 
     def rmatvec(self, y: np.ndarray) -> np.ndarray:
-        """J^T y in fp64 (the gradient); not a hot path of the Krylov solver."""
-        out = np.zeros(self.num_columns)
-        yb = np.asarray(y, dtype=np.float64).reshape(-1, self.rdim)
-        contrib = np.einsum("brc,br->bc", self.values, yb, dtype=np.float64)
-        offsets = self.slot_offsets
-        for s, w in enumerate(self.slot_widths):
-            start = self.col_start[:, s]
-            ok = start >= 0
-            idx = start[ok, None] + np.arange(w)[None, :]
-            out += np.bincount(
-                idx.ravel(), contrib[ok, offsets[s] : offsets[s] + w].ravel(), self.num_columns
-            )
-        return out
+        """J^T y accumulated in fp64 (the gradient)."""
+        y = np.ascontiguousarray(y, dtype=np.float64)
+        return kernels.block_rmatvec(*self._kernel_args(), y, np.empty(self.num_columns))
 
     def matvec(self, x: np.ndarray) -> np.ndarray:
-        """J x in fp64."""
-        x = np.asarray(x, dtype=np.float64)
-        nb = self.values.shape[0]
-        gathered = np.zeros((nb, self.cdim))
-        offsets = self.slot_offsets
-        for s, w in enumerate(self.slot_widths):
-            start = self.col_start[:, s]
-            ok = start >= 0
-            idx = start[ok, None] + np.arange(w)[None, :]
-            gathered[ok, offsets[s] : offsets[s] + w] = x[idx]
-        return np.einsum("brc,bc->br", self.values, gathered, dtype=np.float64).reshape(-1)
+        """J x accumulated in fp64."""
+        x = np.ascontiguousarray(x, dtype=np.float64)
+        return kernels.block_matvec(*self._kernel_args(), x, np.empty(self.shape[0]))

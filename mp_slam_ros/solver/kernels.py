@@ -104,6 +104,44 @@ def block_rmatvec(values, col_start, slot_offset, slot_width, rdim, cdim, y, out
     return out
 
 
+@njit(cache=True, nogil=True)
+def block_column_sumsq(values, col_start, slot_offset, slot_width, rdim, cdim, out):
+    """out[c] = sum of squares of column c of the block-row J, accumulated in the type of out."""
+    nrb = col_start.shape[0]
+    bsize = rdim * cdim
+    out[:] = 0
+    for rb in range(nrb):
+        base = rb * bsize
+        for s in range(col_start.shape[1]):
+            c0 = col_start[rb, s]
+            if c0 < 0:
+                continue
+            for c in range(slot_width[s]):
+                acc = acc_zero(out)
+                for r in range(rdim):
+                    v = load(values, base + r * cdim + slot_offset[s] + c)
+                    acc += v * v
+                out[c0 + c] += acc
+    return out
+
+
+@njit(cache=True, nogil=True)
+def scale_block_columns(values, col_start, slot_offset, slot_width, rdim, cdim, column_scale, out):
+    """out = J S^-1 in block-row layout (fp64 or fp32 out); slots of fixed variables are zeroed,
+    as they are never read and must not trip a storage range check."""
+    nrb = col_start.shape[0]
+    bsize = rdim * cdim
+    for rb in range(nrb):
+        base = rb * bsize
+        for s in range(col_start.shape[1]):
+            c0 = col_start[rb, s]
+            for r in range(rdim):
+                k = base + r * cdim + slot_offset[s]
+                for c in range(slot_width[s]):
+                    out[k + c] = values[k + c] / column_scale[c0 + c] if c0 >= 0 else 0.0
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Dense helpers of the block factorisation (inlined into the per-block-size factor below).
 # ---------------------------------------------------------------------------------------------
@@ -243,10 +281,153 @@ def apply_block_preconditioner(lindptr, lindices, lvalues, dinv, perm, r, out, s
             out[dst + c] = pz[a * BS + c]
     return out
 
+# ---------------------------------------------------------------------------------------------
+# Block-Jacobi preconditioner of J^T J + D for CGNR: one dense block per variable (a 6x6 pose,
+# a 9x9 BAL camera, a 3x3 point), rebuilt every LM iteration because D changes. Each block
+# M_v = L L^T is stored as G = L^-1 and applied as z = G^T (G r): the product form stays
+# symmetric positive definite however G is rounded (a rounded dense inverse need not), and
+# |G| ~ 1/sqrt(lambda_min) keeps far more headroom in fp16 than the inverse's 1/lambda_min.
+# Variables are read off the Jacobian's slots: ptr[v] is the first column of variable v;
+# columns no slot covers become 1x1 blocks.
+# ---------------------------------------------------------------------------------------------
+@njit(cache=True, nogil=True, inline="always")
+def _max_width(ptr):
+    w = 1
+    for v in range(ptr.shape[0] - 1):
+        w = max(w, ptr[v + 1] - ptr[v])
+    return w
+
+
+@njit(cache=True, nogil=True)
+def variable_partition(col_start, slot_width, ncols):
+    """(ptr (nv+1,), offsets (nv+1,)): variable column ranges and their offsets in flat w x w storage."""
+    width_at = np.zeros(ncols, dtype=np.int64)
+    for rb in range(col_start.shape[0]):
+        for s in range(col_start.shape[1]):
+            c0 = col_start[rb, s]
+            if c0 >= 0:
+                width_at[c0] = slot_width[s]
+    ptr = np.empty(ncols + 1, dtype=np.int64)
+    offsets = np.empty(ncols + 1, dtype=np.int64)
+    nv = 0
+    c = 0
+    off = 0
+    while c < ncols:
+        w = max(width_at[c], 1)
+        ptr[nv] = c
+        offsets[nv] = off
+        off += w * w
+        c += w
+        nv += 1
+    ptr[nv] = ncols
+    offsets[nv] = off
+    return ptr[: nv + 1].copy(), offsets[: nv + 1].copy()
+
+
+@njit(cache=True, nogil=True)
+def block_jacobi_factor(values, col_start, slot_offset, slot_width, rdim, cdim, column_scale, damping, ptr, offsets):
+    """G_v = chol(D_s^-1 (J^T J)_vv D_s^-1 + diag(damping))^-1 per variable, from fp64 block-row J.
+
+    Returns (g (offsets[-1],) fp64, number of blocks that needed a diagonal shift). A block that is
+    not numerically positive definite (a variable no residual constrains, no damping) is shifted
+    by a growing multiple of its largest diagonal entry until it is.
+    """
+    nv = ptr.shape[0] - 1
+    ncols = ptr[nv]
+    var_of = np.empty(ncols, dtype=np.int64)
+    for v in range(nv):
+        for c in range(ptr[v], ptr[v + 1]):
+            var_of[c] = v
+    gram = np.zeros(offsets[nv])
+    for rb in range(col_start.shape[0]):
+        for s in range(col_start.shape[1]):
+            c0 = col_start[rb, s]
+            if c0 < 0:
+                continue
+            w = slot_width[s]
+            so = slot_offset[s]
+            base = offsets[var_of[c0]]
+            for a in range(w):
+                for b in range(a + 1):
+                    acc = 0.0
+                    for r in range(rdim):
+                        acc += values[rb, r, so + a] * values[rb, r, so + b]
+                    gram[base + a * w + b] += acc / (column_scale[c0 + a] * column_scale[c0 + b])
+    g = np.zeros(offsets[nv])
+    shifted = 0
+    wmax = _max_width(ptr)
+    block = np.empty((wmax, wmax))
+    work = np.empty((wmax, wmax))
+    inv = np.empty((wmax, wmax))
+    for v in range(nv):
+        c0 = ptr[v]
+        w = ptr[v + 1] - c0
+        base = offsets[v]
+        peak = 0.0
+        for a in range(w):
+            for b in range(a + 1):
+                block[a, b] = gram[base + a * w + b]
+                block[b, a] = block[a, b]
+            block[a, a] += damping[c0 + a]
+            peak = max(peak, block[a, a])
+        shift = 0.0
+        work[:w, :w] = block[:w, :w]
+        while not _chol_inplace(work, w):
+            shift = 1e-10 if shift == 0.0 else shift * 100.0
+            work[:w, :w] = block[:w, :w]
+            bump = shift * max(peak, 1.0)
+            if not bump < 1e10:  # non-finite entries: the identity; CG then reports the non-finite values
+                work[:w, :w] = 0.0
+                bump = 1.0
+            for a in range(w):
+                work[a, a] += bump
+        if shift > 0.0:
+            shifted += 1
+        _lower_tri_inverse(work, w, inv)
+        for a in range(w):
+            for b in range(w):
+                g[base + a * w + b] = inv[a, b]
+    return g, shifted
+
+
+@njit(cache=True, nogil=True)
+def apply_block_jacobi(ptr, offsets, g, r, out):
+    """out = G^T (G r) per variable block, accumulating in the type of `out`."""
+    work = np.empty(_max_width(ptr), dtype=out.dtype)
+    for v in range(ptr.shape[0] - 1):
+        c0 = ptr[v]
+        w = ptr[v + 1] - c0
+        base = offsets[v]
+        for a in range(w):
+            acc = acc_zero(out)
+            for b in range(a + 1):
+                acc += load(g, base + a * w + b) * r[c0 + b]
+            work[a] = acc
+        for b in range(w):
+            acc = acc_zero(out)
+            for a in range(b, w):
+                acc += load(g, base + a * w + b) * work[a]
+            out[c0 + b] = acc
+    return out
+
+
+PRE_NONE, PRE_BLOCK_IC, PRE_BLOCK_JACOBI = 0, 1, 2
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _precondition(kind, ptr, index, values, diag, perm, r, out, shape):
+    if kind == PRE_BLOCK_IC:
+        apply_block_preconditioner(ptr, index, values, diag, perm, r, out, shape)
+    elif kind == PRE_BLOCK_JACOBI:
+        apply_block_jacobi(ptr, index, values, r, out)
+    else:
+        out[:] = r
+
+
 @njit(cache=True, nogil=True)
 def pcg_normal(
     values, col_start, slot_offset, slot_width, rdim, cdim, ncols,
-    lindptr, lindices, lvalues, dinv, perm, precondition,
+    pre_kind, pre_ptr, pre_index, pre_values, pre_diag, pre_perm,
     rhs, damping, x, tol, q_tol, max_iter, shape,
 ):  # fmt: skip
     """Preconditioned CG on (J^T J + diag(damping)) x = rhs, with J^T J applied as J^T (J p).
@@ -255,11 +436,14 @@ def pcg_normal(
     residual precision: the low-precision J only enters the operator, so it changes how fast
     the nonlinear iteration converges but not where it converges (iterative refinement).
     Computing J^T r inside with an fp16 J instead would move the optimum by the fp16 rounding.
-    The preconditioner M ~ J^T J + diag(damping) is a block incomplete-Cholesky factor applied by
-    two triangular solves. Stops when |rhs - A x| < tol |rhs|, or, for truncated-Newton steps,
-    when the quadratic model's decrease stalls: i (Q_i - Q_{i-1}) / Q_i < q_tol (Nash and
-    Sofer's rule, as Ceres uses it). In finite precision the residual can grow once it is at
-    round-off level, so the best iterate is kept and returned when that happens.
+    The preconditioner M ~ J^T J + diag(damping) is chosen by `pre_kind` (PRE_NONE, PRE_BLOCK_IC:
+    a block incomplete-Cholesky factor, (pre_ptr, pre_index, pre_values) its strictly lower BSR
+    blocks, pre_diag the inverses of its diagonal blocks, pre_perm its ordering; PRE_BLOCK_JACOBI:
+    pre_ptr / pre_index the variable partition and offsets, pre_values the blocks G_v).
+    Stops when |rhs - A x| < tol |rhs|, or, for truncated-Newton steps, when the quadratic
+    model's decrease stalls: i (Q_i - Q_{i-1}) / Q_i < q_tol (Nash and Sofer's rule, as Ceres
+    uses it). In finite precision the residual can grow once it is at round-off level, so the
+    best iterate is kept and returned when that happens.
     """
     m = col_start.shape[0] * rdim
     s = rhs.copy()
@@ -273,10 +457,7 @@ def pcg_normal(
         return 0, CG_CONVERGED, 0.0
     if not np.isfinite(snorm0):
         return 0, CG_NON_FINITE, np.inf
-    if precondition:
-        apply_block_preconditioner(lindptr, lindices, lvalues, dinv, perm, s, z, shape)
-    else:
-        z[:] = s
+    _precondition(pre_kind, pre_ptr, pre_index, pre_values, pre_diag, pre_perm, s, z, shape)
     p = z.copy()
     gamma = _dot(s, z)
     rel = 1.0
@@ -318,10 +499,7 @@ def pcg_normal(
             return it + 1, CG_CONVERGED, rel
         if q_tol > 0 and model < 0 and (it + 1) * (model - previous_model) / model < q_tol:
             return it + 1, CG_CONVERGED, rel
-        if precondition:
-            apply_block_preconditioner(lindptr, lindices, lvalues, dinv, perm, s, z, shape)
-        else:
-            z[:] = s
+        _precondition(pre_kind, pre_ptr, pre_index, pre_values, pre_diag, pre_perm, s, z, shape)
         gamma_new = _dot(s, z)
         if not (gamma_new > 0):
             x[:] = best

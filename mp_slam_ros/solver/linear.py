@@ -104,16 +104,13 @@ class StoredJacobian:
             column_scale = np.where(norms > 0, norms, 1.0)
         else:
             column_scale = np.ones(jac.num_columns)
-        scaled = jac.values.astype(np.float64)
-        for s, (off, w) in enumerate(zip(jac.slot_offsets, jac.slot_widths, strict=True)):
-            start = jac.col_start[:, s]
-            ok = start >= 0
-            idx = start[ok, None] + np.arange(w)[None, :]
-            scaled[ok, :, off : off + w] /= column_scale[idx][:, None, :]
-            # Slots of fixed variables are never read; zero them so they cannot trip the range check.
-            scaled[~ok, :, off : off + w] = 0.0
+        widths = np.asarray(jac.slot_widths, dtype=np.int64)
+        scaled = kernels.scale_block_columns(
+            np.ascontiguousarray(jac.values).reshape(-1), jac.col_start, jac.slot_offsets, widths, jac.rdim, jac.cdim,
+            column_scale, np.empty(jac.values.size),
+        )  # fmt: skip
         return cls(
-            store_values(scaled.reshape(-1), precision, "matrix_storage"),
+            store_values(scaled, precision, "matrix_storage"),
             jac.col_start,
             jac.slot_offsets,
             np.asarray(jac.slot_widths, dtype=np.int64),
@@ -126,11 +123,56 @@ class StoredJacobian:
         )
 
 
+@dataclass
+class BlockJacobiPreconditioner:
+    """Block-Jacobi preconditioner of the column-scaled J_s^T J_s + D_s for CGNR: one dense block
+    per variable (a pose, a camera, a point), read off the Jacobian's slots, so nothing about the
+    problem is assumed. Cheap enough to rebuild every LM iteration, which it must be, as the
+    damping D changes. Each block is kept as G = chol(M_v)^-1 and applied as G^T G (see kernels).
+    """
+
+    ptr: np.ndarray  # (nv+1,) first column of each variable
+    offsets: np.ndarray  # (nv+1,) offset of each variable's w x w block in the flat storage
+    g64: np.ndarray  # flat fp64 blocks G_v, row-major
+    shifted_blocks: int  # blocks that were not positive definite and got a diagonal shift
+    values: np.ndarray | None = None
+    precision: Precision | None = None
+
+    @classmethod
+    def build(
+        cls, jac: BlockJacobian, column_scale: np.ndarray, scaled_damping: np.ndarray
+    ) -> BlockJacobiPreconditioner:
+        """Factor the variable blocks of S^-1 J^T J S^-1 + diag(scaled_damping) in fp64."""
+        widths = np.asarray(jac.slot_widths, dtype=np.int64)
+        ptr, offsets = kernels.variable_partition(jac.col_start, widths, jac.num_columns)
+        g, shifted = kernels.block_jacobi_factor(
+            jac.values, jac.col_start, jac.slot_offsets, widths, jac.rdim, jac.cdim,
+            np.ascontiguousarray(column_scale, dtype=np.float64),
+            np.ascontiguousarray(scaled_damping, dtype=np.float64), ptr, offsets,
+        )  # fmt: skip
+        return cls(ptr, offsets, g, int(shifted))
+
+    @property
+    def num_variables(self) -> int:
+        return int(self.ptr.shape[0] - 1)
+
+    def stored(self, precision: Precision) -> BlockJacobiPreconditioner:
+        if self.precision is not precision:
+            self.values = store_values(self.g64, precision, "preconditioner")
+            self.precision = precision
+        return self
+
+    def apply(self, r: np.ndarray) -> np.ndarray:
+        """M^-1 r at the stored precision (for tests and diagnostics; the solver applies it in-kernel)."""
+        assert self.values is not None
+        return kernels.apply_block_jacobi(self.ptr, self.offsets, self.values, r, np.empty_like(r))
+
+
 def solve_cgnr(
     jac: StoredJacobian,
     gradient: np.ndarray,
     damping: float | np.ndarray,
-    preconditioner: BlockIncompleteCholesky | None,
+    preconditioner: BlockIncompleteCholesky | BlockJacobiPreconditioner | None,
     vector_precision: Precision,
     tol: float,
     max_iterations: int,
@@ -143,33 +185,45 @@ def solve_cgnr(
     cannot move the optimum the nonlinear iteration converges to. `damping` (a scalar or one
     value per column) is in the caller's unscaled variables; the solve runs on y = S x, where it
     becomes damping_k / S_k^2. The preconditioner, if given, approximates J_s^T J_s (its factor
-    from the first linearisation). Vectors and scalars are at `vector_precision`; x is fp64.
+    from the first linearisation, see `scaled_damping`) or is a block-Jacobi of it, both already
+    stored at their precision. Vectors and scalars are at `vector_precision`; x is fp64.
     """
     vec = vector_precision.dtype
     rhs = np.ascontiguousarray(-np.asarray(gradient) / jac.column_scale, dtype=vec)
-    scaled_damping = (np.broadcast_to(damping, (jac.num_columns,)) / jac.column_scale**2).astype(vec)
+    damping_s = scaled_damping(damping, jac.column_scale).astype(vec)
     y = np.zeros(jac.num_columns, dtype=vec)
-    if preconditioner is not None:
+    empty = np.zeros(0, dtype=np.int64)
+    block_size = 1
+    if isinstance(preconditioner, BlockIncompleteCholesky):
         assert preconditioner.lvalues is not None and preconditioner.dinv is not None
         pre = (
+            kernels.PRE_BLOCK_IC,
             preconditioner.lindptr,
             preconditioner.lindices,
             preconditioner.lvalues,
             preconditioner.dinv,
             preconditioner.perm,
-            True,
         )
         block_size = preconditioner.block_size
+    elif isinstance(preconditioner, BlockJacobiPreconditioner):
+        assert preconditioner.values is not None
+        # The (unused) diagonal slot takes the values array too, so its type matches pre_values.
+        values = preconditioner.values
+        pre = (kernels.PRE_BLOCK_JACOBI, preconditioner.ptr, preconditioner.offsets, values, values[:0], empty)
     else:
-        empty = np.zeros(0, dtype=np.int64)
-        pre = (empty, empty, np.zeros(0, dtype=vec), np.zeros(0, dtype=vec), empty, False)
-        block_size = 1
+        none = np.zeros(0, dtype=vec)
+        pre = (kernels.PRE_NONE, empty, empty, none, none, empty)
     its, status, rel = kernels.pcg_normal(
         jac.values, jac.col_start, jac.slot_offsets, jac.slot_widths, jac.rdim, jac.cdim, jac.num_columns,
-        *pre, rhs, scaled_damping, y, tol, q_tolerance, max_iterations, kernels.block_shape(block_size),
+        *pre, rhs, damping_s, y, tol, q_tolerance, max_iterations, kernels.block_shape(block_size),
     )  # fmt: skip
     x = y.astype(np.float64) / jac.column_scale
     return LinearSolveResult(x, int(its), _STATUS[int(status)], float(rel))
+
+
+def scaled_damping(damping: float | np.ndarray, column_scale: np.ndarray) -> np.ndarray:
+    """The damping diagonal in the column-scaled variables y = S x: damping_k / S_k^2 (fp64)."""
+    return np.broadcast_to(damping, column_scale.shape) / column_scale**2
 
 
 @dataclass

@@ -24,10 +24,12 @@ from .kernels import dot64
 from .linear import (
     FULL_FILL,
     BlockIncompleteCholesky,
+    BlockJacobiPreconditioner,
     BlockSparseMatrix,
     LinearSolveResult,
     PrecisionOverflow,
     StoredJacobian,
+    scaled_damping,
     solve_cgnr,
     solve_direct,
 )
@@ -37,6 +39,7 @@ from .schur import solve_schur
 log = logging.getLogger(__name__)
 
 LINEAR_SOLVERS = ("pcg-ic", "cgnr", "cholesky", "schur")
+CGNR_PRECONDITIONERS = ("block_jacobi", "none")
 
 
 class LeastSquaresProblem(Protocol):
@@ -71,6 +74,10 @@ class SolverOptions:
     # pcg-ic (CGNR + static block incomplete Cholesky) | cgnr | cholesky (fp64) | schur (fp64, bundle
     # adjustment only: points eliminated, dense Cholesky of the reduced camera system)
     linear_solver: str = "pcg-ic"
+    # Preconditioner of the cgnr solver (pcg-ic has its static incomplete Cholesky): block_jacobi,
+    # one dense block per variable of J^T J + D, rebuilt every iteration (Ceres' JACOBI for CGNR),
+    # or none (column scaling only).
+    cgnr_preconditioner: str = "block_jacobi"
     max_iterations: int = 50
     max_time_seconds: float = math.inf
     function_tolerance: float = 1e-6  # stop when |cost change| / cost < this
@@ -110,6 +117,11 @@ class SolverOptions:
         if self.linear_solver not in LINEAR_SOLVERS:
             raise ValueError(
                 f"linear_solver must be one of {', '.join(LINEAR_SOLVERS)}, got '{self.linear_solver}'"
+            )
+        if self.cgnr_preconditioner not in CGNR_PRECONDITIONERS:
+            raise ValueError(
+                f"cgnr_preconditioner must be one of {', '.join(CGNR_PRECONDITIONERS)}, "
+                f"got '{self.cgnr_preconditioner}'"
             )
         if self.algorithm not in ("levenberg_marquardt", "gauss_newton"):
             raise ValueError(f"algorithm must be levenberg_marquardt or gauss_newton, got '{self.algorithm}'")
@@ -239,6 +251,7 @@ class _LinearSystem:
         self.precision = precision
         self.summary = summary
         self.preconditioner: BlockIncompleteCholesky | None = None
+        self.jacobi: BlockJacobiPreconditioner | None = None
         self.iteration = 0
         self.block_size = 1
         self.refactor_next = False
@@ -269,7 +282,7 @@ class _LinearSystem:
         # A failed Krylov solve cannot say which stored operand went wrong; widen the narrowest.
         for stage in ("matrix_storage", "preconditioner", "cg_vectors"):
             if getattr(self.precision, stage) is not Precision.FP64:
-                if stage == "preconditioner" and self.preconditioner is None:
+                if stage == "preconditioner" and self.preconditioner is None and self.jacobi is None:
                     continue
                 return stage
         return "cg_vectors"
@@ -312,15 +325,19 @@ class _LinearSystem:
             t0 = time.perf_counter()
             self.preconditioner = self._factor_preconditioner(jac, norms)
             times["preconditioner"] += time.perf_counter() - t0
+        if opts.linear_solver == "cgnr" and opts.cgnr_preconditioner == "block_jacobi":
+            t0 = time.perf_counter()
+            self.jacobi = self._block_jacobi(jac, norms, damping_diag)
+            times["preconditioner"] += time.perf_counter() - t0
         while True:
             try:
                 t0 = time.perf_counter()
                 stored = StoredJacobian.store(
                     jac, self.precision.matrix_storage, scale=self.precision.scaled, column_norms=norms
                 )
-                pre = None
-                if self.preconditioner is not None:
-                    pre = self.preconditioner.stored(self.precision.preconditioner)
+                pre: BlockIncompleteCholesky | BlockJacobiPreconditioner | None = self.preconditioner or self.jacobi
+                if pre is not None:
+                    pre = pre.stored(self.precision.preconditioner)
                 times["gradient_and_scaling"] += time.perf_counter() - t0
                 t0 = time.perf_counter()
                 res = solve_cgnr(
@@ -365,6 +382,17 @@ class _LinearSystem:
         r = jac.rmatvec(jac.matvec(dx)) + damping_diag * dx + gradient
         g = math.sqrt(dot64(gradient, gradient))
         return math.sqrt(dot64(r, r)) / g if g > 0 else 0.0
+
+    def _block_jacobi(
+        self, jac: BlockJacobian, norms: np.ndarray, damping_diag: np.ndarray
+    ) -> BlockJacobiPreconditioner:
+        """Block-Jacobi of the damped system in the variables the CG runs on (scaled or not)."""
+        scale = np.where(norms > 0, norms, 1.0) if self.precision.scaled else np.ones_like(norms)
+        pre = BlockJacobiPreconditioner.build(jac, scale, scaled_damping(damping_diag, scale))
+        if pre.shifted_blocks:
+            log.debug("iteration %d: %d block-Jacobi blocks shifted", self.iteration, pre.shifted_blocks)
+        self.summary.preconditioner_factorizations += 1
+        return pre
 
     def _factor_preconditioner(self, jac: BlockJacobian, norms: np.ndarray) -> BlockIncompleteCholesky:
         """Block incomplete Cholesky of the column-scaled J^T J (unit diagonal), in fp64."""
