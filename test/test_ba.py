@@ -648,3 +648,31 @@ def test_vo_window_default_gauge_and_robust_loss(vo_window) -> None:
     n = reference.num_parameters
     assert scores["cauchy"] < n + 6 * math.sqrt(2 * n)
     assert scores["trivial"] > 10 * scores["cauchy"]
+
+
+@pytest.mark.parametrize("preconditioner", ["block_jacobi", "none"])
+def test_cgnr_and_schur_agree(vo_window, preconditioner: str) -> None:
+    """The same LM run with CGNR (solved tightly) and with the Schur complement: every step the same
+    to the CG tolerance, so the same iterates, iteration count and final state."""
+    args, _, initial = vo_window
+    problem = ReprojectionProblem(**args, fixed_poses=(0, 1))
+    common = dict(function_tolerance=1e-12, parameter_tolerance=1e-14, max_iterations=8)
+    cgnr = SolverOptions(
+        linear_solver="cgnr",
+        cgnr_preconditioner=preconditioner,
+        cg_tolerance=1e-12,
+        cg_q_tolerance=0.0,
+        cg_max_iterations=5000,
+        **common,
+    )
+    fp64 = PrecisionConfig.preset("fp64")
+    state_c, sum_c = solve(problem, initial, cgnr, fp64)
+    state_s, sum_s = solve(problem, initial, SolverOptions(linear_solver="schur", **common), fp64)
+    assert [it.step_accepted for it in sum_c.iterations] == [it.step_accepted for it in sum_s.iterations]
+    costs_c = np.array([it.cost for it in sum_c.iterations])
+    costs_s = np.array([it.cost for it in sum_s.iterations])
+    np.testing.assert_allclose(costs_c, costs_s, rtol=1e-9)
+    np.testing.assert_allclose(state_c.points, state_s.points, rtol=0, atol=1e-7)
+    np.testing.assert_allclose(state_c.translations, state_s.translations, rtol=0, atol=1e-8)
+    if preconditioner == "block_jacobi":
+        assert sum_c.preconditioner_factorizations == sum_c.num_iterations

@@ -57,7 +57,8 @@ class PrecisionConfig:
         residual: evaluation of residuals and Jacobians (fp32 or fp64).
         matrix_storage: storage of J (CGNR) or H (PCG) and their matrix-vector products. fp16 is
             stored as real half-precision bit patterns and accumulated in fp32.
-        preconditioner: storage of the incomplete-Cholesky factor and its triangular solves.
+        preconditioner: storage of the preconditioner and its application: the incomplete-Cholesky
+            factor and its triangular solves (pcg-ic), or the block-Jacobi blocks (cgnr).
         cg_vectors: the Krylov vectors and scalars of CG.
         name: the preset name, or "custom".
 
