@@ -7,6 +7,9 @@
 #   make demo       .venv/bin/mp-slam demo --out demo_out
 #   make lint       ruff check
 #   make bench-pgo  install the gtsam benchmark peer, run benchmarks/bench_pgo.py
+#   make bench-ba   install the gtsam benchmark peer, run benchmarks/bench_ba.py (BAL problems)
+#   make bench-ba-windows  run benchmarks/bench_ba_windows.py (VO window timing and accuracy)
+#   make bench-readme      copy the headline benchmark tables into README.md
 #   make clean      remove build/ install/ log/ demo_out/ and egg-info (keeps .venv)
 #   make distclean  clean + remove .venv
 #
@@ -41,7 +44,7 @@ VENV_PATH := $(CURDIR)/$(VBIN):$(PATH)
 COLCON_PKG := --paths .
 COLCON_BASES := --build-base $(BUILD_BASE) --install-base $(INSTALL_BASE)
 
-.PHONY: venv demo test lint bench-pgo clean distclean
+.PHONY: venv demo test lint bench-pgo bench-ba bench-ba-windows bench-readme clean distclean
 
 venv: $(STAMP)
 
@@ -101,6 +104,15 @@ $(BENCH_STAMP): $(STAMP)
 
 bench-pgo: $(BENCH_STAMP)
 	$(VPY) benchmarks/bench_pgo.py
+
+bench-ba: $(BENCH_STAMP)
+	$(VPY) benchmarks/bench_ba.py
+
+bench-ba-windows: $(STAMP)
+	$(VPY) benchmarks/bench_ba_windows.py
+
+bench-readme: $(STAMP)
+	$(VPY) benchmarks/readme_tables.py
 
 clean:
 	rm -rf $(BUILD_BASE) $(INSTALL_BASE) log demo_out *.egg-info

@@ -23,37 +23,54 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
-import contextlib
-import datetime as _dt
-import gc
-import hashlib
-import importlib.metadata
 import inspect
 import json
 import math
-import os
-import platform
-import re
 import statistics
-import subprocess
 import sys
 import time
-import traceback
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-# Same numba cache location as the Makefile (keeps compiled kernels out of the source tree). Must be
-# set before numba is imported.
-os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO_ROOT / "build" / "numba_cache"))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-SHARED_DATA_ENV = "MP_SLAM_SHARED_DATA"
-DEFAULT_DATA = Path("..") / "shared" / "data"  # relative to the repository root
+# common.py puts the repository root on sys.path and sets NUMBA_CACHE_DIR (before numba is imported).
+from common import (
+    DEFAULT_DATA,
+    RESULTS_DIR,
+    SHARED_DATA_ENV,
+    RepeatPolicy,
+    add_output_args,
+    cpu_load_note,
+    data_origin,
+    fmt_cost,
+    fmt_ratio,
+    fmt_rel,
+    fmt_time,
+    gtsam_available,
+    gtsam_short_term,
+    gtsam_termination,
+    log,
+    log_bars,
+    log_start,
+    machine_info,
+    machine_line,
+    median_cpu,
+    median_index,
+    portable_path,
+    progress,
+    ratio,
+    rel_diff,
+    resolve_data_dir,
+    run_gtsam_lm,
+    run_repeated,
+    save_figure,
+    scrub,
+    short_term,
+    summary_record,
+    timed,
+    write_outputs,
+)
 
 # name -> file relative to <shared data>/pgo
 GRAPH_FILES: dict[str, str] = {
@@ -122,65 +139,6 @@ GTSAM_PRIOR_VARIANCES = {2: (1e-6, 1e-6, 1e-8), 3: (1e-6, 1e-6, 1e-6, 1e-4, 1e-4
 
 
 # ----------------------------------------------------------------------------------------------
-# small helpers
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def rel_diff(a: float | None, b: float | None) -> float | None:
-    if a is None or b is None or not (math.isfinite(a) and math.isfinite(b)) or b == 0:
-        return None
-    return (a - b) / abs(b)
-
-
-def ratio(a: float | None, b: float | None) -> float | None:
-    if a is None or b is None or not (math.isfinite(a) and math.isfinite(b)) or b <= 0:
-        return None
-    return a / b
-
-
-def json_safe(obj: Any) -> Any:
-    """Plain JSON types; non-finite floats become strings ("nan", "inf") so the file stays strict JSON."""
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    if isinstance(obj, str | int | float | bool) or obj is None:
-        return obj
-    if isinstance(obj, np.ndarray):
-        return json_safe(obj.tolist())
-    return str(obj)
-
-
-def atomic_write(path: Path, data: str | bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    mode = "wb" if isinstance(data, bytes) else "w"
-    with open(tmp, mode) as fh:
-        fh.write(data)
-    os.replace(tmp, path)
-
-
-def scrub(text: str) -> str:
-    """Error text without machine-specific absolute paths (repository-relative, or file names only)."""
-    text = text.replace(str(REPO_ROOT) + os.sep, "").replace(str(REPO_ROOT.parent) + os.sep, ".." + os.sep)
-    return re.sub(r'File "([^"]*[/\\])([^"/\\]+)"', r'File "\2"', text)
-
-
-def portable_path(path: Path) -> str:
-    """``path`` relative to the repository root (never an absolute, machine-specific path)."""
-    try:
-        return os.path.relpath(path, REPO_ROOT)
-    except ValueError:  # another drive on Windows
-        return path.name
-
-
-# ----------------------------------------------------------------------------------------------
 # data
 
 
@@ -190,20 +148,8 @@ def resolve_pgo_dir(arg: str | None) -> tuple[Path, str]:
     ``--data`` and ``MP_SLAM_SHARED_DATA`` may name either the shared data root (holding ``pgo/``) or the
     ``pgo`` directory itself.
     """
-    if arg:
-        base, origin = Path(arg).expanduser(), "--data"
-    elif os.environ.get(SHARED_DATA_ENV):
-        base, origin = Path(os.environ[SHARED_DATA_ENV]).expanduser(), f"${SHARED_DATA_ENV}"
-    else:
-        base, origin = REPO_ROOT / DEFAULT_DATA, f"the default, {DEFAULT_DATA} next to the repository root"
-    base = base.resolve()  # --data / the variable: relative to the working directory
-    for cand in (base / "pgo", base):
-        if (cand / "se-sync").is_dir() or any(cand.glob("*/*.g2o")):
-            return cand, origin
-    raise SystemExit(
-        f"error: shared pose-graph data not found at {base} (from {origin}).\n"
-        f"       Expected {base}/pgo/se-sync/intel.g2o etc. Point --data DIR or ${SHARED_DATA_ENV} at the shared "
-        f"data directory (the one holding pgo/), or place it at {DEFAULT_DATA} relative to the repository root."
+    return resolve_data_dir(
+        arg, "pgo", lambda c: (c / "se-sync").is_dir() or any(c.glob("*/*.g2o")), "se-sync/intel.g2o"
     )
 
 
@@ -226,105 +172,6 @@ def resolve_graphs(names: list[str], pgo_dir: Path) -> list[tuple[str, Path]]:
             "other entries are taken as paths relative to the pgo data directory)"
         )
     return out
-
-
-# ----------------------------------------------------------------------------------------------
-# machine info
-
-
-def machine_info() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        affinity = None
-
-    def version(pkg: str) -> str | None:
-        try:
-            return importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            return None
-
-    import numba
-
-    info: dict[str, Any] = {
-        "cpu_model": cpu,
-        "logical_cores": os.cpu_count(),
-        "usable_cores": affinity,
-        "numba_threads": numba.config.NUMBA_NUM_THREADS,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "scipy": version("scipy"),
-        "numba": numba.__version__,
-        "gtsam": version("gtsam"),
-        "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-    with contextlib.suppress(OSError):
-        mem = Path("/proc/meminfo").read_text().split("\n", 1)[0]
-        info["memory"] = mem.split(":", 1)[1].strip()
-    with contextlib.suppress(OSError, AttributeError):
-        info["load_average_at_start"] = [round(x, 2) for x in os.getloadavg()]
-    info.update(code_version())
-    return info
-
-
-def code_version() -> dict[str, Any]:
-    """Commit, uncommitted solver files and a hash of the package sources (the solver is being tuned)."""
-    out: dict[str, Any] = {}
-    pkg = REPO_ROOT / "mp_slam_ros"
-    h = hashlib.sha256()
-    for f in sorted(pkg.rglob("*.py")):
-        h.update(f.relative_to(REPO_ROOT).as_posix().encode())
-        h.update(f.read_bytes())
-    out["mp_slam_ros_sources_sha256"] = h.hexdigest()[:16]
-    try:
-        out["git_commit"] = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True, timeout=10
-        ).stdout.strip()
-        # --no-optional-locks: a read-only status that does not refresh the index.
-        status = subprocess.run(
-            ["git", "--no-optional-locks", "status", "--porcelain", "--", "mp_slam_ros"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout
-        out["mp_slam_ros_uncommitted"] = [line[3:] for line in status.splitlines() if line.strip()]
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return out
-
-
-# ----------------------------------------------------------------------------------------------
-# timing
-
-
-@dataclass
-class RepeatPolicy:
-    repeat: int
-    single_run_above: float  # a first run slower than this is not repeated
-
-    def more(self, times: list[float], first_run_fell_back: bool = False) -> bool:
-        """Whether to run again. A slow configuration runs once; twice if its first run fell back to a wider
-        precision, since that run may have paid the one-off JIT compilation of the fallback kernels."""
-        if len(times) >= self.repeat:
-            return False
-        if times[-1] <= self.single_run_above:
-            return True
-        return len(times) == 1 and first_run_fell_back
-
-
-def median_index(times: list[float]) -> int:
-    """Index of the median run (the faster middle one for an even count)."""
-    order = sorted(range(len(times)), key=times.__getitem__)
-    return order[(len(order) - 1) // 2]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -351,72 +198,12 @@ def run_ours(
     if time_limit is not None:
         kwargs["max_time_seconds"] = time_limit
     extra = {} if init == DEFAULT_INIT else {"initialization": init}
-    runs: list[dict] = []
-    times: list[float] = []
-    while True:
-        if bar is not None:
-            bar.set_postfix_str(f"run {len(times) + 1}")
-        gc.collect()
-        try:
-            c0, t0 = time.process_time(), time.perf_counter()
-            out, summary = optimize_pose_graph(graph, preset, SolverOptions(**kwargs), **extra)
-            wall = time.perf_counter() - t0
-            cpu = time.process_time() - c0
-        except Exception as err:  # keep benchmarking the other configurations
-            return {
-                "error": scrub(f"{type(err).__name__}: {err}"),
-                "traceback": scrub(traceback.format_exc(limit=6)),
-                "runs": runs,
-            }
-        times.append(wall)
-        final_fp64 = problem.cost(PoseState(out.rotations, out.translations))
-        runs.append(
-            {
-                "wall_time": wall,
-                "cpu_time": cpu,  # process CPU time: well below wall time means other load on the machine
-                "final_cost": float(summary.final_cost),
-                "final_cost_fp64": float(final_fp64),
-                "initial_cost": float(summary.initial_cost),
-                "num_iterations": int(summary.num_iterations),
-                "total_cg_iterations": int(getattr(summary, "total_cg_iterations", 0)),
-                "num_fallbacks": int(getattr(summary, "num_fallbacks", 0)),
-                "termination": str(summary.termination),
-                "message": str(getattr(summary, "message", "")),
-                "stage_times": {k: float(v) for k, v in dict(summary.stage_times).items()},
-                "summary": summary_to_dict(summary),
-            }
-        )
-        if not policy.more(times, runs[0]["num_fallbacks"] > 0):
-            break
-    k = median_index(times)
-    med = runs[k]
-    result = {key: val for key, val in med.items() if key not in ("summary", "wall_time")}
-    result["time"] = statistics.median(times)
-    result["times"] = times
-    result["cpu_times"] = [r["cpu_time"] for r in runs]
-    result["n_runs"] = len(times)
-    result["median_run_summary"] = med["summary"]
-    result["deterministic"] = (
-        len({r["final_cost_fp64"] for r in runs}) == 1 and len({r["num_iterations"] for r in runs}) == 1
-    )
-    if not result["deterministic"]:
-        result["final_cost_fp64_runs"] = [r["final_cost_fp64"] for r in runs]
-        result["num_iterations_runs"] = [r["num_iterations"] for r in runs]
-    return result
 
+    def run_once() -> dict:
+        (out, summary), wall, cpu = timed(lambda: optimize_pose_graph(graph, preset, SolverOptions(**kwargs), **extra))
+        return summary_record(summary, wall, cpu, problem.cost(PoseState(out.rotations, out.translations)))
 
-def summary_to_dict(summary) -> dict:
-    """The solver summary as plain JSON; per-iteration reports are stored column-wise (one list per field)."""
-    try:
-        d = summary.to_dict()
-    except Exception:
-        d = {k: v for k, v in vars(summary).items() if not callable(v)}
-    d = json.loads(json.dumps(json_safe(d)))
-    its = d.get("iterations")
-    if isinstance(its, list) and its and all(isinstance(x, dict) for x in its):
-        keys = list(its[0])
-        d["iterations"] = {k: [x.get(k) for x in its] for k in keys}
-    return d
+    return run_repeated(run_once, policy, bar)
 
 
 def chordal_start(graph):
@@ -430,14 +217,6 @@ def chordal_start(graph):
 
 # ----------------------------------------------------------------------------------------------
 # GTSAM
-
-
-def gtsam_available() -> str | None:
-    try:
-        import gtsam  # noqa: F401
-    except Exception as err:
-        return scrub(f"{type(err).__name__}: {err}")
-    return None
 
 
 def _angle(r: np.ndarray) -> np.ndarray:
@@ -505,37 +284,15 @@ def run_gtsam(problem, start, policy: RepeatPolicy, bar) -> dict:
     build_time = time.perf_counter() - t0
     params = gtsam.LevenbergMarquardtParams()
     max_it = int(params.getMaxIterations())
-    times: list[float] = []
-    cpu_times: list[float] = []
-    iters: list[int] = []
-    errors: list[float] = []
-    result = None
-    while True:
-        if bar is not None:
-            bar.set_postfix_str(f"run {len(times) + 1}")
-        opt = gtsam.LevenbergMarquardtOptimizer(fg, init, params)
-        gc.collect()
-        c0, t0 = time.process_time(), time.perf_counter()
-        values = opt.optimize()
-        times.append(time.perf_counter() - t0)
-        cpu_times.append(time.process_time() - c0)
-        iters.append(int(opt.iterations()))
-        errors.append(float(fg.error(values)))
-        if result is None:
-            result = values
-        if not policy.more(times):
-            break
-    k = median_index(times)
+    runs = run_gtsam_lm(fg, init, params, policy, bar)
+    times, cpu_times, iters, errors = runs["times"], runs["cpu_times"], runs["iterations"], runs["errors"]
+    result = runs["values"]
+    k = runs["median"]
     state = gtsam_values_to_state(result, pgraph.num_poses, pgraph.dim)
     error = errors[k]
     error_noprior = float(fg_noprior.error(result))
     init_error = float(fg.error(init))
-    if iters[k] >= max_it:
-        termination = f"NO_CONVERGENCE (max {max_it} iterations)"
-    elif iters[k] == 0 or error >= init_error:
-        termination = "FAILURE (no step accepted)"
-    else:
-        termination = "CONVERGENCE"
+    termination = gtsam_termination(iters[k], max_it, error, init_error)
     return {
         "time": statistics.median(times),
         "times": times,
@@ -551,7 +308,7 @@ def run_gtsam(problem, start, policy: RepeatPolicy, bar) -> dict:
         "final_cost_ours_fp64": float(problem.cost(state)),  # our cost function on GTSAM's result
         "initial_error": init_error,
         "initial_error_without_prior": float(fg_noprior.error(init)),
-        "deterministic": len(set(errors)) == 1 and len(set(iters)) == 1,
+        "deterministic": runs["deterministic"],
         "errors_runs": errors,
         "iterations_runs": iters,
         "graph_build_time": build_time,
@@ -629,12 +386,6 @@ def warmup(pgo_dir: Path, dims: set[int], inits: list[str], cols: list[tuple[str
 # derived numbers
 
 
-def median_cpu(r: dict) -> float | None:
-    """Process CPU time of the median-wall-time run."""
-    cpu = r.get("cpu_times")
-    return cpu[median_index(r["times"])] if cpu else None
-
-
 def gtsam_start_for(init: str) -> str:
     return "chordal" if init == "chordal" else "given"
 
@@ -700,51 +451,6 @@ def derive(entry: dict, inits: list[str]) -> dict:
 # markdown
 
 
-def fmt_time(t: float | None) -> str:
-    if t is None:
-        return "-"
-    if t >= 100:
-        return f"{t:.0f}"
-    if t >= 10:
-        return f"{t:.1f}"
-    if t >= 1:
-        return f"{t:.2f}"
-    return f"{t:.3f}"
-
-
-def fmt_cost(c: float | None) -> str:
-    return "-" if c is None or not math.isfinite(c) else f"{c:.7g}"
-
-
-def fmt_rel(x: float | None) -> str:
-    return "-" if x is None else f"{x:+.1e}"
-
-
-def fmt_ratio(x: float | None) -> str:
-    if x is None:
-        return "-"
-    return f"{x:.2f}" if x < 10 else f"{x:.0f}" if x >= 100 else f"{x:.1f}"
-
-
-def short_term(r: dict) -> str:
-    if "error" in r:
-        return "CRASH"
-    t = r["termination"]
-    if t == "CONVERGENCE":
-        return "conv"
-    msg = r.get("message", "")
-    if "iteration limit" in msg:
-        return "max it"
-    if "time limit" in msg:
-        return "time limit"
-    return t.lower()
-
-
-def gtsam_short_term(gt: dict) -> str:
-    t = gt["termination"]
-    return "conv" if t.startswith("CONVERGENCE") else "max it" if t.startswith("NO_CONV") else "**failed**"
-
-
 def configs(presets: list[str], do_pcg: bool, do_chol: bool) -> list[tuple[str, str, str]]:
     """(solver, preset, column label)."""
     cols = [(PCG, p, p) for p in presets] if do_pcg else []
@@ -799,16 +505,9 @@ def make_markdown(results: dict) -> str:
     graphs = results["graphs"]
     have_gtsam = cfg["gtsam"]
     L: list[str] = []
-    cores = machine.get("usable_cores") or machine.get("logical_cores")
     L.append("## Pose-graph optimisation benchmark")
     L.append("")
-    L.append(
-        f"Machine: {machine['cpu_model']}, {cores} cores; Python {machine['python']}, numpy {machine['numpy']}, "
-        f"scipy {machine['scipy']}, numba {machine['numba']}, gtsam {machine['gtsam']}; {machine['date_utc']}; "
-        f"mp_slam_ros {machine.get('git_commit', '?')[:10]}"
-        + (" + uncommitted solver changes" if machine.get("mp_slam_ros_uncommitted") else "")
-        + f" (sources {machine['mp_slam_ros_sources_sha256']})."
-    )
+    L.append(machine_line(machine))
     L.append("")
     L.append(
         f"Times are wall-clock medians of {cfg['repeat']} run(s) per configuration (one run only when the first "
@@ -1030,7 +729,6 @@ def make_plot(results: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
 
     cfg = results["config"]
     cols = configs(cfg["presets"], cfg["pcg_ic"], cfg["cholesky"])
@@ -1060,41 +758,15 @@ def make_plot(results: dict, path: Path) -> None:
                     b = graphs[n]["derived"]["gtsam_rel_to_best"].get(st)
                     gb.append(bool(gt) and (not gt["converged"] or (b is not None and b > COST_MATCH_TOL)))
                 series.append((f"GTSAM LM ({st} start)", gv, gb, color))
-        k = len(series)
-        width = 0.84 / max(k, 1)
-        x = np.arange(len(names))
-        for i, (label, vals, bad, color) in enumerate(series):
-            xs = x - 0.42 + width * (i + 0.5)
-            bars = ax.bar(xs, [v if v is not None else np.nan for v in vals], width, label=label, color=color)
-            for b, is_bad in zip(bars, bad, strict=True):
-                if is_bad:
-                    b.set_hatch("////")
-                    b.set_alpha(0.55)
-                    if hasattr(b, "set_hatchcolor"):  # matplotlib >= 3.10
-                        b.set_hatchcolor("black" if color not in ("black", "dimgray") else "white")
-                    else:
-                        b.set_edgecolor("black")
-                        b.set_linewidth(0)
-        ax.set_yscale("log")
-        lo, hi = ax.get_ylim()
-        ax.set_ylim(lo, hi * 10)  # room for the legend
-        ax.set_xticks(x)
-        ax.set_xticklabels([f"{n}\n{graphs[n]['dim']}D" for n in names], fontsize=8)
+        log_bars(ax, [f"{n}\n{graphs[n]['dim']}D" for n in names], series)
         ax.set_ylabel("solve time [s] (median, log)")
         ax.set_title(
             f"start: {init}  -  hatched: not converged, or final cost > 0.1 % above the best any run reached",
             fontsize=9,
         )
-        ax.grid(axis="y", which="both", alpha=0.3)
-        handles = [Patch(facecolor=color, label=label) for label, _, _, color in series]
-        handles.append(Patch(facecolor="white", edgecolor="black", hatch="////", label="not converged / above best"))
-        ax.legend(handles=handles, fontsize=7, ncol=4, loc="upper left")
     fig.suptitle("Pose-graph optimisation: mp_slam_ros presets vs GTSAM LM", fontsize=10)
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1145,29 +817,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="SEC",
         help="SolverOptions.max_time_seconds for our solver (default: none; changes results)",
     )
-    ap.add_argument("--out-dir", default=None, help="output directory (default benchmarks/results)")
-    ap.add_argument("--name", default=None, help="output file stem (default pgo, or pgo_quick with --quick)")
-    ap.add_argument("--no-plot", action="store_true", help="do not write the PNG")
-    ap.add_argument(
-        "--from-json",
-        metavar="FILE",
-        help="do not run anything: re-derive and re-render the tables and plot of an earlier pgo.json",
-    )
+    add_output_args(ap, "pgo", "pgo_quick")
     return ap.parse_args(argv)
 
 
-def write_outputs(results: dict, out_dir: Path, stem: str, plot: bool) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    md = make_markdown(results)
-    atomic_write(out_dir / f"{stem}.json", json.dumps(json_safe(results), indent=1) + "\n")
-    atomic_write(out_dir / f"{stem}.md", md + "\n")
-    if plot:
-        try:
-            make_plot(results, out_dir / f"{stem}_time.png")
-        except Exception as err:
-            log(f"warning: plot failed: {type(err).__name__}: {err}")
-    print(md)
-    log(f"wrote {portable_path(out_dir / stem)}.{{json,md}}" + (f" and {stem}_time.png" if plot else ""))
+def write_pgo_outputs(results: dict, out_dir: Path, stem: str, plot: bool) -> None:
+    write_outputs(results, out_dir, stem, make_markdown(results), [("_time", make_plot)] if plot else [])
 
 
 def rerender(args: argparse.Namespace) -> int:
@@ -1178,7 +833,7 @@ def rerender(args: argparse.Namespace) -> int:
         entry["derived"] = derive(entry, inits)
     out_dir = Path(args.out_dir) if args.out_dir else src.parent
     stem = args.name or src.stem
-    write_outputs(results, out_dir, stem, not args.no_plot)
+    write_pgo_outputs(results, out_dir, stem, not args.no_plot)
     return 0
 
 
@@ -1198,7 +853,7 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         raise SystemExit(f"error: unknown preset(s) {', '.join(bad)}; choose from {', '.join(PRESETS)}")
     do_pcg, do_chol = not args.no_pcg, not args.no_cholesky
-    out_dir = Path(args.out_dir) if args.out_dir else REPO_ROOT / "benchmarks" / "results"
+    out_dir = Path(args.out_dir) if args.out_dir else RESULTS_DIR
     stem = args.name or ("pgo_quick" if args.quick else "pgo")
     graphs = resolve_graphs(names, pgo_dir)
 
@@ -1221,18 +876,12 @@ def main(argv: list[str] | None = None) -> int:
             "Install it with `pip install gtsam` (the repo's `.[bench]` extra)."
         )
 
-    from tqdm import tqdm
-
     from mp_slam_ros.io.g2o import read_pose_graph
     from mp_slam_ros.pgo.problem import PoseGraphProblem
 
     policy = RepeatPolicy(repeat, args.single_run_above)
     machine = machine_info()
-    log(f"data: {pgo_dir} ({origin}); NUMBA_CACHE_DIR={os.environ['NUMBA_CACHE_DIR']}")
-    log(
-        f"machine: {machine['cpu_model']}, {machine['usable_cores']} usable cores; "
-        f"sources {machine['mp_slam_ros_sources_sha256']}; initialisations {','.join(inits)}"
-    )
+    log_start(pgo_dir, origin, machine, f"; initialisations {','.join(inits)}")
 
     # Load every graph first (parsing is not benchmarked) so the warm-up knows which dimensions occur.
     loaded = []
@@ -1258,7 +907,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine,
         "config": {
             "data_dir": portable_path(pgo_dir),
-            "data_origin": "default" if origin.startswith("the default") else origin,
+            "data_origin": data_origin(origin),
             "graphs": [n for n, _ in graphs],
             "repeat": repeat,
             "single_run_above": args.single_run_above,
@@ -1288,7 +937,7 @@ def main(argv: list[str] | None = None) -> int:
         notes.append(f"GTSAM not run: {gtsam_error}")
 
     start = time.perf_counter()
-    bar = tqdm(total=total_tasks, file=sys.stderr, dynamic_ncols=True, unit="cfg")
+    bar = progress(total_tasks, "cfg")
     for name, path, g, parse_time in loaded:
         problem = PoseGraphProblem(g)
         init_cost = problem.cost(problem.initial_state())
@@ -1398,25 +1047,18 @@ def main(argv: list[str] | None = None) -> int:
                     f"{gt['params']['lambdaUpperBound']:g} decreases the error"
                 )
 
-    with contextlib.suppress(OSError, AttributeError):
-        results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    wall_sum = cpu_sum = 0.0
-    for e in results["graphs"].values():
-        for by_s in e["ours"].values():
-            for by_p in by_s.values():
-                for r in by_p.values():
-                    wall_sum += sum(r.get("times", []))
-                    cpu_sum += sum(r.get("cpu_times", []))
-    if wall_sum > 0:
-        results["machine"]["ours_cpu_over_wall"] = cpu_sum / wall_sum
-        la = results["machine"].get("load_average_at_start"), results["machine"].get("load_average_at_end")
-        notes.append(
-            f"Our runs used {cpu_sum / wall_sum:.2f} s of process CPU per wall-clock second "
-            f"(load average at start {la[0]}, at end {la[1]}, {machine.get('usable_cores')} cores); a value well "
-            "below 1 together with a high load average means other processes competed for the cores."
-        )
+    ours = (
+        r
+        for e in results["graphs"].values()
+        for by_s in e["ours"].values()
+        for by_p in by_s.values()
+        for r in by_p.values()
+    )
+    note = cpu_load_note(results["machine"], ours)
+    if note:
+        notes.append(note)
 
-    write_outputs(results, out_dir, stem, not args.no_plot)
+    write_pgo_outputs(results, out_dir, stem, not args.no_plot)
     log(f"benchmark time {results['total_benchmark_time']:.0f} s")
     return 0
 
