@@ -8,12 +8,16 @@ from mp_slam_ros.ba.problem import (
     WindowState,
     optimize_bal,
 )
+from mp_slam_ros.ba.window import SlideOut, SlidingWindowBundleAdjuster, WindowOptions
 
 __all__ = [
     "LOSSES",
     "BalBundleAdjustmentProblem",
     "BalState",
     "ReprojectionProblem",
+    "SlideOut",
+    "SlidingWindowBundleAdjuster",
+    "WindowOptions",
     "WindowState",
     "optimize_bal",
 ]

@@ -490,7 +490,8 @@ class ReprojectionProblem(_ObservationProblem):
         keep = self.point_included[point_index]
         self.num_excluded_observations = int(np.count_nonzero(~keep))
         if self.num_excluded_points:
-            log.info(
+            # DEBUG, not INFO: a live window excludes some points at every keyframe.
+            log.debug(
                 "%d point(s) observed fewer than twice excluded (%d observation(s))",
                 self.num_excluded_points,
                 self.num_excluded_observations,
