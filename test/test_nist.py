@@ -110,12 +110,14 @@ FP64_MIN_DIGITS = 6.0
 # the rounding of the fp32 cost, so a floor sits a digit below the measured value and half a digit
 # below the lowest of the nudged runs described in the docstring, rounded down to half digits.
 # Floors closer than that are kept where the measurement passes them; "nudged:" names the values
-# of nudged runs that fall below the floor.
+# of nudged runs that fall below the floor. "gradient summed in another order": the values after
+# J^T r, the column norms and J x moved from numpy to the numba kernels (the same fp64 sums in
+# another order), which moved these fp32 endpoints within their basins.
 FP32_FLOORS: dict[str, tuple[float | None, float | None]] = {
     "Bennett5": (0.5, 1.5),  # 0.9 / 2.0: residuals ~2e-3 beside data ~34 keep ~3 fp32 digits
     "BoxBOD": (4.0, 5.5),  # 4.5 / 7.6
     "Chwirut1": (5.5, 5.5),  # 7.1 / 6.6
-    "Chwirut2": (3.5, 5.0),  # 6.1 / 6.3 (nudged: P 3.2)
+    "Chwirut2": (3.0, 5.0),  # 6.1 / 6.3 (nudged: P 3.2; gradient summed in another order: 3.2)
     "DanWood": (6.0, 5.0),  # 7.2 / 6.4
     "ENSO": (2.0, 5.5),  # 2.5 / 6.6
     "Eckerle4": (4.5, 5.5),  # 6.0 / 6.8
@@ -123,13 +125,13 @@ FP32_FLOORS: dict[str, tuple[float | None, float | None]] = {
     "Gauss2": (3.5, 5.5),  # 4.6 / 6.7
     "Gauss3": (4.5, 6.0),  # 5.7 / 7.8
     "Hahn1": (3.0, 4.0),  # 5.7 / 5.3
-    "Kirby2": (4.5, 3.5),  # 5.9 / 4.9
+    "Kirby2": (3.5, 3.5),  # 5.9 / 4.9 (gradient summed in another order: P 4.0)
     "Lanczos1": (3.0, None),  # 3.6 / 0 (nudged: P 2.8): certified RSS 1.4e-25 is far below fp32 resolution
     "Lanczos2": (2.0, 1.0),  # 2.1 / 1.2 (nudged: 1.9 / 0.8): RSS 2.2e-11, at fp32 resolution
     "Lanczos3": (1.0, 2.5),  # 1.3 / 2.6 (nudged: R 2.3)
     "MGH09": (3.5, 4.5),  # 5.2 / 5.9
     "MGH10": (3.0, 2.5),  # 3.8 / 3.0 (nudged: P 2.4)
-    "MGH17": (3.5, 3.0),  # 5.3 / 4.4 (nudged: P 3.4)
+    "MGH17": (2.5, 3.0),  # 5.3 / 4.4 (nudged: P 3.4; gradient summed in another order: 2.8)
     "Misra1a": (5.0, 3.5),  # 6.1 / 4.7
     "Misra1b": (4.0, 2.5),  # 5.8 / 3.6: RSS from fp32 residuals 0.07 beside data up to 82
     "Misra1c": (4.0, 2.5),  # 6.4 / 3.5
@@ -142,7 +144,7 @@ FP32_FLOORS: dict[str, tuple[float | None, float | None]] = {
 }
 MIXED_FLOORS: dict[str, tuple[float | None, float | None]] = {
     "Bennett5": (0.5, 1.5),  # 0.8 / 1.9
-    "BoxBOD": (4.5, 5.5),  # 5.7 / 6.6
+    "BoxBOD": (4.0, 5.5),  # 5.7 / 6.6 (gradient summed in another order: P 4.5)
     "Chwirut1": (3.5, 5.5),  # 4.9 / 6.6
     "Chwirut2": (2.5, 5.0),  # 6.0 / 6.1
     "DanWood": (6.0, 5.0),  # 7.6 / 6.4
@@ -228,6 +230,9 @@ def solver_options(linear_solver: str) -> SolverOptions:
         # Stop CG once the model decrease stalls: without this fp16 storage loses the Lanczos fits,
         # and Ceres' 0.1 is too coarse for Bennett5 and the Lanczos fits (see the module docstring).
         cg_q_tolerance=1e-6,
+        # A dense problem is one variable block, so the block-Jacobi preconditioner would be the exact
+        # inverse and CG would stop after one iteration: these tests are about the Krylov path.
+        cgnr_preconditioner="none",
     )
 
 

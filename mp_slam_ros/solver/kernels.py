@@ -287,6 +287,8 @@ def apply_block_preconditioner(lindptr, lindices, lvalues, dinv, perm, r, out, s
 # M_v = L L^T is stored as G = L^-1 and applied as z = G^T (G r): the product form stays
 # symmetric positive definite however G is rounded (a rounded dense inverse need not), and
 # |G| ~ 1/sqrt(lambda_min) keeps far more headroom in fp16 than the inverse's 1/lambda_min.
+# Even so, BAL camera blocks (f, k1, k2 nearly collinear) reach |G| ~ 1e5 > fp16's 65504, so each
+# block is stored as G_v / m_v with m_v = max |G_v| and applied with the fp32 factor m_v^2.
 # Variables are read off the Jacobian's slots: ptr[v] is the first column of variable v;
 # columns no slot covers become 1x1 blocks.
 # ---------------------------------------------------------------------------------------------
@@ -391,8 +393,8 @@ def block_jacobi_factor(values, col_start, slot_offset, slot_width, rdim, cdim, 
 
 
 @njit(cache=True, nogil=True)
-def apply_block_jacobi(ptr, offsets, g, r, out):
-    """out = G^T (G r) per variable block, accumulating in the type of `out`."""
+def apply_block_jacobi(ptr, offsets, g, gscale, r, out):
+    """out = gscale_v G^T (G r) per variable block v, accumulating in the type of `out`."""
     work = np.empty(_max_width(ptr), dtype=out.dtype)
     for v in range(ptr.shape[0] - 1):
         c0 = ptr[v]
@@ -403,15 +405,60 @@ def apply_block_jacobi(ptr, offsets, g, r, out):
             for b in range(a + 1):
                 acc += load(g, base + a * w + b) * r[c0 + b]
             work[a] = acc
+        sv = gscale[v]
         for b in range(w):
             acc = acc_zero(out)
             for a in range(b, w):
                 acc += load(g, base + a * w + b) * work[a]
-            out[c0 + b] = acc
+            out[c0 + b] = sv * acc
     return out
 
 
 PRE_NONE, PRE_BLOCK_IC, PRE_BLOCK_JACOBI = 0, 1, 2
+
+
+# ---------------------------------------------------------------------------------------------
+# The CGNR operator w = J^T (J p), for either storage of J (chosen at typing time by the operand
+# tuple, so pcg_normal is one cached kernel per storage):
+#   block rows, 6-tuple (values, col_start, slot_offset, slot_width, rdim, cdim): the generic
+#     kernels above, through the row vector q;
+#   packed, 4-tuple (values, cols, num_tiles, dims): block_products' grouped layout for two-slot
+#     bundle-adjustment Jacobians, fused (each chunk of J read once, no q).
+# ---------------------------------------------------------------------------------------------
+def normal_product(op, p, q, w):  # pragma: no cover - replaced by the overload inside kernels
+    raise NotImplementedError
+
+
+def operator_rows(op):  # pragma: no cover - replaced by the overload inside kernels
+    raise NotImplementedError
+
+
+def _is_packed(op) -> bool:
+    return len(op.types) == 4
+
+
+@overload(normal_product, inline="always")
+def _normal_product_overload(op, p, q, w):
+    if _is_packed(op):
+        from .block_products import grouped_normal  # imported late: block_products imports this module
+
+        def packed(op, p, q, w):
+            grouped_normal(op[0], op[1], op[2], p, w, op[3])
+
+        return packed
+
+    def rows(op, p, q, w):
+        block_matvec(op[0], op[1], op[2], op[3], op[4], op[5], p, q)
+        block_rmatvec(op[0], op[1], op[2], op[3], op[4], op[5], q, w)
+
+    return rows
+
+
+@overload(operator_rows, inline="always")
+def _operator_rows_overload(op):
+    if _is_packed(op):
+        return lambda op: 0
+    return lambda op: op[1].shape[0] * op[4]
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -419,33 +466,35 @@ def _precondition(kind, ptr, index, values, diag, perm, r, out, shape):
     if kind == PRE_BLOCK_IC:
         apply_block_preconditioner(ptr, index, values, diag, perm, r, out, shape)
     elif kind == PRE_BLOCK_JACOBI:
-        apply_block_jacobi(ptr, index, values, r, out)
+        apply_block_jacobi(ptr, index, values, diag, r, out)
     else:
         out[:] = r
 
 
 @njit(cache=True, nogil=True)
 def pcg_normal(
-    values, col_start, slot_offset, slot_width, rdim, cdim, ncols,
+    op, ncols,
     pre_kind, pre_ptr, pre_index, pre_values, pre_diag, pre_perm,
     rhs, damping, x, tol, q_tol, max_iter, shape,
 ):  # fmt: skip
     """Preconditioned CG on (J^T J + diag(damping)) x = rhs, with J^T J applied as J^T (J p).
 
-    J^T J is never formed. `rhs` is the (negative) gradient, computed by the caller at the
-    residual precision: the low-precision J only enters the operator, so it changes how fast
-    the nonlinear iteration converges but not where it converges (iterative refinement).
+    J^T J is never formed; `op` is J in either storage of normal_product. `rhs` is the
+    (negative) gradient, computed by the caller at the residual precision: the low-precision J
+    only enters the operator, so it changes how fast the nonlinear iteration converges but not
+    where it converges (iterative refinement).
     Computing J^T r inside with an fp16 J instead would move the optimum by the fp16 rounding.
     The preconditioner M ~ J^T J + diag(damping) is chosen by `pre_kind` (PRE_NONE, PRE_BLOCK_IC:
     a block incomplete-Cholesky factor, (pre_ptr, pre_index, pre_values) its strictly lower BSR
     blocks, pre_diag the inverses of its diagonal blocks, pre_perm its ordering; PRE_BLOCK_JACOBI:
-    pre_ptr / pre_index the variable partition and offsets, pre_values the blocks G_v).
+    pre_ptr / pre_index the variable partition and offsets, pre_values the blocks G_v, pre_diag
+    their scales).
     Stops when |rhs - A x| < tol |rhs|, or, for truncated-Newton steps, when the quadratic
     model's decrease stalls: i (Q_i - Q_{i-1}) / Q_i < q_tol (Nash and Sofer's rule, as Ceres
     uses it). In finite precision the residual can grow once it is at round-off level, so the
     best iterate is kept and returned when that happens.
     """
-    m = col_start.shape[0] * rdim
+    m = operator_rows(op)
     s = rhs.copy()
     z = np.empty(ncols, dtype=rhs.dtype)
     w = np.empty(ncols, dtype=rhs.dtype)
@@ -466,8 +515,7 @@ def pcg_normal(
     best_rel = np.inf
     model = 0.0
     for it in range(max_iter):
-        block_matvec(values, col_start, slot_offset, slot_width, rdim, cdim, p, q)
-        block_rmatvec(values, col_start, slot_offset, slot_width, rdim, cdim, q, w)
+        normal_product(op, p, q, w)
         for k in range(ncols):
             w[k] += damping[k] * p[k]
         delta = _dot(p, w)
