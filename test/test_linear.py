@@ -595,3 +595,15 @@ def test_cgnr_grouped_layout_matches_block_rows(window_jacobian, storage):
     # fp32 CG vectors: both iterates are within cond(H_s) * 2^-24 ~ 1e-4 of the solution (measured
     # 1.1e-4 apart); fp64 agrees to its own round-off.
     assert rel_err(grouped.x, rows.x) < (1e-10 if storage is P64 else 1e-3)
+
+
+def test_store_reuses_the_previous_grouping_for_the_same_structure(window_jacobian):
+    jac, _ = window_jacobian
+    first = StoredJacobian.store(jac, P16)
+    again = StoredJacobian.store(jac, P32, previous=first)
+    fresh = StoredJacobian.store(jac, P32)
+    assert again.packed.cols is first.packed.cols  # structure reused, not recomputed
+    np.testing.assert_array_equal(again.packed.values, fresh.packed.values)
+    np.testing.assert_array_equal(again.packed.cols, fresh.packed.cols)
+    other = BlockJacobian(jac.values, jac.col_start[::-1].copy(), jac.slot_widths, jac.num_columns)
+    assert StoredJacobian.store(other, P32, previous=first).packed.cols is not first.packed.cols

@@ -242,14 +242,25 @@ def pack(
     if int(col_start.max(initial=0)) + max(widths) > np.iinfo(np.int32).max:
         raise ValueError("column indices do not fit int32")
 
-    blocks = np.array(values, copy=True).reshape(nb, rdim, sum(widths))
-    offsets = (0, widths[0])
-    for s in range(2):
-        # A zero bit pattern is +0 in every storage type, fp16 bits included.
-        blocks[fixed[:, s], :, offsets[s] : offsets[s] + widths[s]] = 0
-    starts = np.where(fixed, 0, col_start).astype(np.int32)
-    blocks = blocks.reshape(nb, ent)
+    layout, cols = _plan(col_start, int(rdim), widths, int(num_columns), kind, k)
+    return PackedJacobian(layout, _place_values(layout, values, col_start), cols)
 
+
+def repack(packed: PackedJacobian, values: np.ndarray, col_start: np.ndarray) -> PackedJacobian:
+    """`packed`'s layout and column starts with new values of the same structure (a new
+    linearisation): only the values move, the grouping and the int32 columns are reused."""
+    if values.size != packed.layout.num_blocks * packed.layout.entries:
+        raise ValueError("values do not match the packed structure")
+    return PackedJacobian(packed.layout, _place_values(packed.layout, values, col_start), packed.cols)
+
+
+def _plan(
+    col_start: np.ndarray, rdim: int, widths: tuple[int, int], num_columns: int, kind: str, k: int
+) -> tuple[ObservationLayout, np.ndarray]:
+    """The structure of a packing: where each observation goes, and the packed column starts."""
+    nb = int(col_start.shape[0])
+    fixed = col_start < 0
+    starts = np.where(fixed, 0, col_start).astype(np.int32)
     if kind == "grouped":
         # Stable, so each group keeps the caller's order (BAL files: sorted by point).
         order = np.argsort(col_start[:, 0], kind="stable")
@@ -267,12 +278,9 @@ def pack(
     else:
         position = np.arange(nb, dtype=np.int64)
         num_tiles = -(-nb // k)
-    layout = ObservationLayout(kind, int(rdim), widths, k, nb, int(num_columns), num_tiles, position)
+    layout = ObservationLayout(kind, rdim, widths, k, nb, num_columns, num_tiles, position)
 
-    npad = layout.num_padded
-    padded = np.zeros((npad, ent), dtype=blocks.dtype)
-    padded[position] = blocks
-    pstarts = np.zeros((npad, 2), dtype=np.int32)
+    pstarts = np.zeros((layout.num_padded, 2), dtype=np.int32)
     pstarts[position] = starts
     if kind == "grouped":
         # Padding slots inherit their chunk's slot-0 column, so every chunk has a single one.
@@ -287,9 +295,24 @@ def pack(
         cols = pstarts.T.reshape(-1)
     else:
         cols = pstarts.reshape(num_tiles, k, 2).transpose(0, 2, 1).reshape(-1)
+    return layout, np.ascontiguousarray(cols)
+
+
+def _place_values(layout: ObservationLayout, values: np.ndarray, col_start: np.ndarray) -> np.ndarray:
+    """Flat "blocks" values in `layout`, fixed slots zeroed; the dtype is kept bit for bit."""
+    nb, rdim, widths, k = layout.num_blocks, layout.rdim, layout.slot_widths, layout.chunk
+    ent = layout.entries
+    blocks = np.array(values, copy=True).reshape(nb, rdim, sum(widths))
+    offsets = (0, widths[0])
+    fixed = col_start < 0
+    for s in range(2):
+        # A zero bit pattern is +0 in every storage type, fp16 bits included.
+        blocks[fixed[:, s], :, offsets[s] : offsets[s] + widths[s]] = 0
+    padded = np.zeros((layout.num_padded, ent), dtype=blocks.dtype)
+    padded[layout.position] = blocks.reshape(nb, ent)
     # Tiled layouts: entry-major within a tile; soa is one tile spanning everything.
-    flat = padded.T if kind == "soa" else padded.reshape(num_tiles, k, ent).transpose(0, 2, 1)
-    return PackedJacobian(layout, np.ascontiguousarray(flat).reshape(-1), np.ascontiguousarray(cols))
+    flat = padded.T if layout.kind == "soa" else padded.reshape(layout.num_tiles, k, ent).transpose(0, 2, 1)
+    return np.ascontiguousarray(flat).reshape(-1)
 
 
 def pack_stored(stored: StoredJacobian, kind: str = DEFAULT_LAYOUT, chunk: int = DEFAULT_CHUNK) -> PackedJacobian:

@@ -21,7 +21,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from . import kernels
-from .block_products import DEFAULT_CHUNK, PackedJacobian, pack_stored
+from .block_products import DEFAULT_CHUNK, PackedJacobian, pack_stored, repack
 from .half import HALF_MAX, to_half_bits
 from .jacobian import BlockJacobian
 from .precision import Precision
@@ -101,6 +101,7 @@ class StoredJacobian:
         scale: bool = True,
         column_norms: np.ndarray | None = None,
         layout: str = "auto",
+        previous: StoredJacobian | None = None,
     ) -> StoredJacobian:
         """Scale the columns to unit norm (unless `scale` is False) and round to `precision`.
 
@@ -110,15 +111,14 @@ class StoredJacobian:
         slots, observations grouped by their first slot's variable: 10x faster products on
         bundle adjustment, benchmarks/results/ba_kernels.md); "auto" packs when the grouping pads
         the observations by at most GROUPED_MAX_PADDING (many observations per camera, as in BA,
-        unlike a pose graph's edges).
+        unlike a pose graph's edges). With "auto", `previous` (the stored J of an earlier
+        linearisation of the same problem) lends its layout decision and grouping when the
+        structure (col_start) is unchanged, so each LM iteration only moves the values.
         """
         if layout not in ("rows", "auto", "grouped"):
             raise ValueError(f"layout must be auto, rows or grouped, got '{layout}'")
-        if scale:
-            norms = jac.column_norms() if column_norms is None else column_norms
-            column_scale = np.where(norms > 0, norms, 1.0)
-        else:
-            column_scale = np.ones(jac.num_columns)
+        norms = jac.column_norms() if scale and column_norms is None else column_norms
+        column_scale = scale_from_norms(norms, scale, jac.num_columns)
         widths = np.asarray(jac.slot_widths, dtype=np.int64)
         scaled = kernels.scale_block_columns(
             np.ascontiguousarray(jac.values).reshape(-1), jac.col_start, jac.slot_offsets, widths, jac.rdim, jac.cdim,
@@ -136,7 +136,10 @@ class StoredJacobian:
             column_scale,
             precision,
         )
-        if layout == "grouped" or (layout == "auto" and grouped_padding(jac) <= GROUPED_MAX_PADDING):
+        if layout == "auto" and previous is not None and np.array_equal(previous.col_start, jac.col_start):
+            if previous.packed is not None:
+                stored.packed = repack(previous.packed, stored.values, jac.col_start)
+        elif layout == "grouped" or (layout == "auto" and grouped_padding(jac) <= GROUPED_MAX_PADDING):
             stored.packed = pack_stored(stored, "grouped", DEFAULT_CHUNK)
         return stored
 
@@ -149,6 +152,15 @@ class StoredJacobian:
 
 
 GROUPED_MAX_PADDING = 0.25
+
+
+def scale_from_norms(norms: np.ndarray | None, scale: bool, num_columns: int) -> np.ndarray:
+    """The column scaling S: the column norms of J (1 for an empty column), or 1 everywhere when
+    the precision configuration does not scale (the naive fp16 preset)."""
+    if not scale:
+        return np.ones(num_columns)
+    assert norms is not None
+    return np.where(norms > 0, norms, 1.0)
 
 
 def grouped_padding(jac: BlockJacobian) -> float:

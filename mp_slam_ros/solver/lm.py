@@ -29,6 +29,7 @@ from .linear import (
     LinearSolveResult,
     PrecisionOverflow,
     StoredJacobian,
+    scale_from_norms,
     scaled_damping,
     solve_cgnr,
     solve_direct,
@@ -252,6 +253,7 @@ class _LinearSystem:
         self.summary = summary
         self.preconditioner: BlockIncompleteCholesky | None = None
         self.jacobi: BlockJacobiPreconditioner | None = None
+        self.stored: StoredJacobian | None = None  # the last stored J: its layout is reused
         self.iteration = 0
         self.block_size = 1
         self.refactor_next = False
@@ -333,8 +335,13 @@ class _LinearSystem:
             try:
                 t0 = time.perf_counter()
                 stored = StoredJacobian.store(
-                    jac, self.precision.matrix_storage, scale=self.precision.scaled, column_norms=norms
+                    jac,
+                    self.precision.matrix_storage,
+                    scale=self.precision.scaled,
+                    column_norms=norms,
+                    previous=self.stored,
                 )
+                self.stored = stored
                 pre: BlockIncompleteCholesky | BlockJacobiPreconditioner | None = self.preconditioner or self.jacobi
                 if pre is not None:
                     pre = pre.stored(self.precision.preconditioner)
@@ -387,7 +394,7 @@ class _LinearSystem:
         self, jac: BlockJacobian, norms: np.ndarray, damping_diag: np.ndarray
     ) -> BlockJacobiPreconditioner:
         """Block-Jacobi of the damped system in the variables the CG runs on (scaled or not)."""
-        scale = np.where(norms > 0, norms, 1.0) if self.precision.scaled else np.ones_like(norms)
+        scale = scale_from_norms(norms, self.precision.scaled, jac.num_columns)
         pre = BlockJacobiPreconditioner.build(jac, scale, scaled_damping(damping_diag, scale))
         if pre.shifted_blocks:
             log.debug("iteration %d: %d block-Jacobi blocks shifted", self.iteration, pre.shifted_blocks)
@@ -397,7 +404,7 @@ class _LinearSystem:
     def _factor_preconditioner(self, jac: BlockJacobian, norms: np.ndarray) -> BlockIncompleteCholesky:
         """Block incomplete Cholesky of the column-scaled J^T J (unit diagonal), in fp64."""
         csr = jac.to_csr()
-        inv = sp.diags(1.0 / np.where(norms > 0, norms, 1.0))
+        inv = sp.diags(1.0 / scale_from_norms(norms, True, jac.num_columns))
         scaled = (inv @ (csr.T @ csr) @ inv).tocsr()
         factor = BlockIncompleteCholesky.factor(
             BlockSparseMatrix.from_scipy(scaled, self.block_size),
