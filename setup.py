@@ -50,12 +50,18 @@ setup(
         'PyYAML',
         'matplotlib',
         'tqdm',
+        # The vision front end (rosdep: python3-opencv).
+        'opencv-python-headless',
+        # rosbag2 (sqlite3 and mcap) reading and writing without a ROS install.
+        'rosbags',
     ],
     extras_require={
         # mpmath: 100-digit references for the Lie-group series expansions in test_lie.py.
         'test': ['pytest', 'mpmath'],
         # Benchmark-only reference implementation (not needed at run time).
         'bench': ['gtsam'],
+        # Cross-check of the ATE/RPE metrics against evo (benchmark-only).
+        'eval': ['evo'],
     },
     zip_safe=True,
     maintainer='mp_slam_ros maintainers',

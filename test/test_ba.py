@@ -232,10 +232,23 @@ def test_bal_jacobian_matches_finite_differences(distortion: bool, loss: str) ->
     assert np.all(np.isfinite(r))
 
 
+@pytest.mark.parametrize("stereo", [False, True], ids=["mono", "stereo"])
 @pytest.mark.parametrize("loss", ["trivial", "huber", "cauchy"])
-def test_reprojection_jacobian_matches_finite_differences(loss: str) -> None:
+def test_reprojection_jacobian_matches_finite_differences(loss: str, stereo: bool) -> None:
     rng = np.random.default_rng(3)
     args, _, initial = make_vo_window(rng, num_poses=4, num_points=6, pixel_noise=3.0)
+    if stereo:
+        # Every other observation from a right camera 0.11 m along x: its residual differs from the
+        # left camera's by fx * b / z, and the pose Jacobian still acts on the left camera's frame.
+        offsets = np.where(np.arange(len(args["pose_index"])) % 2 == 1, 0.11, 0.0)
+        mono = ReprojectionProblem(**args, fixed_poses=(1,)).evaluate(initial, jacobian=False)[0].reshape(-1, 2)
+        args = {**args, "camera_offsets": offsets}
+        with_offsets = ReprojectionProblem(**args, fixed_poses=(1,))
+        shifted = with_offsets.evaluate(initial, jacobian=False)[0].reshape(-1, 2)
+        right = with_offsets.camera_offsets > 0  # kept observations only (points seen once are left out)
+        assert right.any() and (~right).any()
+        assert np.all(shifted[~right] == mono[~right])
+        assert np.all(shifted[right, 0] < mono[right, 0]) and np.all(shifted[:, 1] == mono[:, 1])
     plain = ReprojectionProblem(**args, fixed_poses=(1,))
     problem = ReprojectionProblem(**args, fixed_poses=(1,), loss=loss, loss_scale=2.0)
     # The state is the perturbed one, so residuals are several pixels: both loss regions.

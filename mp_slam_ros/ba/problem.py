@@ -228,11 +228,14 @@ def _bal_kernel(cameras, points, cam_idx, pt_idx, obs, loss_kind, loss_b, want_j
 
 @njit(cache=True, nogil=True)
 def _pinhole_kernel(
-    R, t, points, pose_idx, pt_idx, obs, fx, fy, cx, cy, loss_kind, loss_b, want_jac, res, jac, deficit
+    R, t, points, pose_idx, pt_idx, obs, offsets, fx, fy, cx, cy, loss_kind, loss_b, want_jac, res, jac, deficit
 ):
     """Residuals (n, 2) and, if want_jac, Jacobian blocks (n, 2, 9): [d/d(w, v) (6) | d/dpoint (3)].
 
-    Only the first n = len(pose_idx) rows of `res`/`jac` are written; deficit (n,) gets rho - rho' s.
+    ``offsets[i]`` shifts observation i's camera along the pose's x axis (a rectified stereo right
+    camera: +baseline); the pose perturbation still acts on the pose's own frame, so only the
+    projection uses the shifted x. Only the first n = len(pose_idx) rows of `res`/`jac` are
+    written; deficit (n,) gets rho - rho' s.
     """
     for i in range(pose_idx.shape[0]):
         k = pose_idx[i]
@@ -245,11 +248,12 @@ def _pinhole_kernel(
         y = R[k, 0, 1] * d0 + R[k, 1, 1] * d1 + R[k, 2, 1] * d2
         z = R[k, 0, 2] * d0 + R[k, 1, 2] * d1 + R[k, 2, 2] * d2
         iz = 1.0 / z
-        res[i, 0] = fx * x * iz + cx - obs[i, 0]
+        xs = x - offsets[i]
+        res[i, 0] = fx * xs * iz + cx - obs[i, 0]
         res[i, 1] = fy * y * iz + cy - obs[i, 1]
         if want_jac:
             B00 = fx * iz
-            B02 = -fx * x * iz * iz
+            B02 = -fx * xs * iz * iz
             B11 = fy * iz
             B12 = -fy * y * iz * iz
             # right perturbation T Exp(w, v): d(x, y, z) = [Pc]x dw - dv; row r of B [Pc]x is B_r x Pc
@@ -436,6 +440,9 @@ class ReprojectionProblem(_ObservationProblem):
             A monocular window also has a free scale: fix two poses (or add another constraint)
             when the scale must be determined.
         loss, loss_scale: robust loss on the squared pixel error (module doc).
+        camera_offsets: optional (n,) shift of observation k's camera along its pose's x axis, in
+            metres: a rectified stereo pair's right-image observation has ``+baseline`` (the pose
+            is the left camera's), a left-image one 0. Default: all 0 (monocular).
 
     Tangent vector: (w, v) of every free pose in index order, then the 3 coordinates of every
     included point. Points observed fewer than twice are excluded: neither their observations
@@ -456,6 +463,7 @@ class ReprojectionProblem(_ObservationProblem):
         fixed_poses: Sequence[int] | None = None,
         loss: str = "trivial",
         loss_scale: float = 1.0,
+        camera_offsets: np.ndarray | None = None,
     ) -> None:
         pose_index = np.ascontiguousarray(pose_index, dtype=np.int64).reshape(-1)
         point_index = np.ascontiguousarray(point_index, dtype=np.int64).reshape(-1)
@@ -463,6 +471,12 @@ class ReprojectionProblem(_ObservationProblem):
         n = pose_index.shape[0]
         if point_index.shape[0] != n or observations.shape[0] != n:
             raise ValueError("pose_index, point_index and observations must have the same length")
+        if camera_offsets is None:
+            offsets = np.zeros(n)
+        else:
+            offsets = np.ascontiguousarray(camera_offsets, dtype=np.float64).reshape(-1)
+            if offsets.shape[0] != n or not np.all(np.isfinite(offsets)):
+                raise ValueError(f"camera_offsets must be {n} finite values, one per observation")
         for name, idx, size in (("pose_index", pose_index, num_poses), ("point_index", point_index, num_points)):
             if n and (idx.min() < 0 or idx.max() >= size):
                 raise ValueError(f"{name} must lie in [0, {size})")
@@ -499,6 +513,7 @@ class ReprojectionProblem(_ObservationProblem):
         self.pose_index = pose_index[keep]
         self.point_index = point_index[keep]
         self.observations = np.ascontiguousarray(observations[keep])
+        self.camera_offsets = np.ascontiguousarray(offsets[keep])
         self.included_points = np.nonzero(self.point_included)[0]
 
         var_of_pose = np.full(self.num_poses, -1, dtype=np.int64)
@@ -532,7 +547,7 @@ class ReprojectionProblem(_ObservationProblem):
             )
         fx, fy, cx, cy = self.intrinsics
         _pinhole_kernel(
-            R, t, points, self.pose_index, self.point_index, self.observations, fx, fy, cx, cy,
+            R, t, points, self.pose_index, self.point_index, self.observations, self.camera_offsets, fx, fy, cx, cy,
             self._loss_kind, self._loss_b, jacobian, res, jac, deficit,
         )  # fmt: skip
 

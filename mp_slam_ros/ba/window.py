@@ -194,6 +194,8 @@ class SlidingWindowBundleAdjuster:
             ``max_iterations`` is replaced by the window's, its ``initial_damping`` is used for the
             first solve (and for all of them without ``warm_start_damping``).
         window_options: :class:`WindowOptions`.
+        baseline: the stereo baseline in metres of a rectified pair, for keyframes that also give
+            right-image observations (``right_u`` of :meth:`add_keyframe`); None: monocular only.
 
     Poses are world_T_camera (R, t) as in :class:`ReprojectionProblem`; a keyframe's pixels are
     (u, v) of the landmarks given with it, in the same order.
@@ -205,7 +207,11 @@ class SlidingWindowBundleAdjuster:
         precision: PrecisionConfig | str = "mixed",
         solver_options: SolverOptions | None = None,
         window_options: WindowOptions | None = None,
+        baseline: float | None = None,
     ) -> None:
+        if baseline is not None and not (math.isfinite(baseline) and baseline > 0.0):
+            raise ValueError(f"baseline must be positive and finite, got {baseline}")
+        self.baseline = None if baseline is None else float(baseline)
         intr = tuple(float(v) for v in intrinsics)
         if len(intr) != 4 or not all(map(math.isfinite, intr)) or intr[0] <= 0 or intr[1] <= 0:
             raise ValueError(f"intrinsics must be finite (fx, fy, cx, cy) with fx, fy > 0, got {intrinsics}")
@@ -227,6 +233,9 @@ class SlidingWindowBundleAdjuster:
         self._obs_seq = np.zeros(0, dtype=np.int64)
         self._obs_landmark = np.zeros(0, dtype=np.int64)
         self._obs_pixels = np.zeros((0, 2))
+        # Per observation: the observing camera's shift along the keyframe's x axis (0: the
+        # keyframe's own camera, baseline: the right camera of a rectified stereo pair).
+        self._obs_offset = np.zeros(0)
         # Landmarks: id -> row of a position buffer (rows are reused after drops), and a sorted
         # (ids, rows) view rebuilt lazily when landmarks come or go.
         self._lm_row: dict[int, int] = {}
@@ -250,9 +259,14 @@ class SlidingWindowBundleAdjuster:
         translation: ArrayLike,
         landmark_ids: ArrayLike,
         pixels: ArrayLike,
+        right_u: ArrayLike | None = None,
     ) -> SlideOut | None:
         """Add a keyframe: its initial pose guess (world_T_camera) and its observations, pixel
         ``pixels[k]`` (u, v) of landmark ``landmark_ids[k]``.
+
+        ``right_u[k]`` (optional, NaN where unmatched) is landmark k's column in the rectified
+        right image (same row ``v``); it adds a second observation from the right camera, which
+        is what holds a stereo window's scale. Needs the window's ``baseline``.
 
         Landmarks not added yet are pending (module doc). Returns the :class:`SlideOut` of the
         oldest keyframe when the window was full, else None. Raises ValueError/TypeError (and
@@ -272,6 +286,19 @@ class SlidingWindowBundleAdjuster:
             raise ValueError(f"pixels must have shape ({ids.size}, 2) to match landmark_ids, got {px.shape}")
         if not np.all(np.isfinite(px)):
             raise ValueError("pixels must be finite")
+        offsets = np.zeros(ids.size)
+        if right_u is not None:
+            if self.baseline is None:
+                raise ValueError("right_u needs a window constructed with a stereo baseline")
+            ru = np.array(right_u, dtype=np.float64).reshape(-1)
+            if ru.shape != (ids.size,):
+                raise ValueError(f"right_u must have shape ({ids.size},) to match landmark_ids, got {ru.shape}")
+            if np.any(np.isinf(ru)):
+                raise ValueError("right_u must be finite or NaN (no match)")
+            matched = np.flatnonzero(~np.isnan(ru))
+            ids = np.concatenate([ids, ids[matched]])
+            px = np.concatenate([px, np.stack([ru[matched], px[matched, 1]], axis=1)])
+            offsets = np.concatenate([offsets, np.full(matched.size, self.baseline)])
 
         seq = self._next_seq
         self._next_seq += 1
@@ -283,6 +310,7 @@ class SlidingWindowBundleAdjuster:
         self._obs_seq = np.concatenate([self._obs_seq, np.full(ids.size, seq, dtype=np.int64)])
         self._obs_landmark = np.concatenate([self._obs_landmark, ids])
         self._obs_pixels = np.concatenate([self._obs_pixels, px])
+        self._obs_offset = np.concatenate([self._obs_offset, offsets])
         if len(self._kf_ids) > self.window_options.max_keyframes:
             return self._slide()
         return None
@@ -347,6 +375,7 @@ class SlidingWindowBundleAdjuster:
         self._obs_seq = self._obs_seq[n_obs:]
         self._obs_landmark = self._obs_landmark[n_obs:]
         self._obs_pixels = self._obs_pixels[n_obs:]
+        self._obs_offset = self._obs_offset[n_obs:]
         self._first_seq += 1
 
         ids, rows = self._sorted_landmarks()
@@ -400,7 +429,7 @@ class SlidingWindowBundleAdjuster:
         point_index = pos[select]
         positions = self._lm_positions[rows]
         if self.window_options.min_parallax_deg > 0.0 and select.size:
-            keep = self._parallax_ok(pose_index, point_index, positions)[point_index]
+            keep = self._parallax_ok(pose_index, point_index, self._obs_offset[select], positions)[point_index]
             select, pose_index, point_index = select[keep], pose_index[keep], point_index[keep]
         problem = ReprojectionProblem(
             pose_index,
@@ -412,21 +441,34 @@ class SlidingWindowBundleAdjuster:
             fixed_poses=range(min(self.window_options.num_fixed_keyframes, n)),
             loss=self.window_options.loss,
             loss_scale=self.window_options.loss_scale,
+            camera_offsets=self._obs_offset[select],
         )
         return problem, WindowState(self._rotations.copy(), self._translations.copy(), positions)
 
-    def _parallax_ok(self, pose_index: np.ndarray, point_index: np.ndarray, positions: np.ndarray) -> np.ndarray:
-        """Per landmark: whether the rays to it from its oldest and newest observing keyframes of
-        the window meet at ``min_parallax_deg`` or more, at the current estimates (module doc:
-        below that, LM walked Euclidean points out to kilometres)."""
+    def _parallax_ok(
+        self, pose_index: np.ndarray, point_index: np.ndarray, offsets: np.ndarray, positions: np.ndarray
+    ) -> np.ndarray:
+        """Per landmark: whether the rays to it from its first and last observing cameras of the
+        window (oldest keyframe's left camera ... newest keyframe's right camera) meet at
+        ``min_parallax_deg`` or more, at the current estimates (module doc: below that, LM
+        walked Euclidean points out to kilometres). A stereo pair alone gives baseline/depth."""
         m = positions.shape[0]
-        oldest = np.full(m, len(self._kf_ids), dtype=np.int64)
-        newest = np.zeros(m, dtype=np.int64)
-        np.minimum.at(oldest, point_index, pose_index)
-        np.maximum.at(newest, point_index, pose_index)
-        np.minimum(oldest, newest, out=oldest)  # a landmark without observations: one ray, no parallax
-        a = positions - self._translations[oldest]
-        b = positions - self._translations[newest]
+        # Order the cameras by (keyframe, offset): the key's extremes are the widest-apart pair.
+        key = 2 * pose_index + (offsets > 0.0)
+        first = np.full(m, 2 * len(self._kf_ids), dtype=np.int64)
+        last = np.full(m, -1, dtype=np.int64)
+        np.minimum.at(first, point_index, key)
+        np.maximum.at(last, point_index, key)
+        np.maximum(last, 0, out=last)
+        np.minimum(first, last, out=first)  # a landmark without observations: one ray, no parallax
+        baseline = self.baseline or 0.0
+
+        def centre(k: np.ndarray) -> np.ndarray:
+            pose = k // 2
+            return self._translations[pose] + (k % 2)[:, None] * baseline * self._rotations[pose][:, :, 0]
+
+        a = positions - centre(first)
+        b = positions - centre(last)
         with np.errstate(invalid="ignore", divide="ignore"):
             cos = np.einsum("ij,ij->i", a, b) / np.sqrt(np.einsum("ij,ij->i", a, a) * np.einsum("ij,ij->i", b, b))
         return cos <= math.cos(math.radians(self.window_options.min_parallax_deg))  # NaN (a point on a camera): False
