@@ -92,6 +92,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from .replay import load_replay_config, open_sequence, replay
 
     config, topics = load_replay_config(args.config, mode=args.mode)
@@ -99,13 +101,11 @@ def _replay(args: argparse.Namespace) -> int:
         key, sep, value = item.partition("=")
         if not sep or not hasattr(topics, key):
             raise ValueError(f"--topic {item!r}: expected NAME=TOPIC with NAME one of {sorted(vars(topics))}")
-        setattr(topics, key, value)
+        topics = dataclasses.replace(topics, **{key: value})
     sequence = open_sequence(args.input, mode=config.mode, topics=topics)
     if args.config is None:
         # No config: the camera extrinsic comes with the sequence (EuRoC T_BS, bag defaults).
-        from dataclasses import replace
-
-        config = replace(config, T_base_camera=tuple(sequence.T_base_camera.reshape(-1)))
+        config = dataclasses.replace(config, T_base_camera=tuple(sequence.T_base_camera.reshape(-1)))
     report = replay(
         sequence,
         args.out,

@@ -39,6 +39,10 @@ __all__ = ["ReplayReport", "load_replay_config", "open_sequence", "replay"]
 
 log = logging.getLogger(__name__)
 
+# The whole keyframe path goes into the bag every this many keyframes (and at the end): every
+# keyframe would make the bag grow with the square of the path length.
+_PATH_EVERY = 10
+
 
 def open_sequence(
     path: str | os.PathLike, mode: str = "stereo", topics: Any = None, **kwargs: Any
@@ -111,7 +115,7 @@ def load_replay_config(path: str | os.PathLike | None, mode: str | None = None) 
         if key in vo_keys:
             vo_values[key] = value
         elif key.endswith("_topic") and hasattr(topics, key[: -len("_topic")]):
-            setattr(topics, key[: -len("_topic")], str(value))
+            topics = dataclasses.replace(topics, **{key[: -len("_topic")]: str(value)})
         elif key in node_keys or key == "use_sim_time":
             log.debug("%s: %s is a node parameter; not used offline", source, key)
         else:
@@ -331,7 +335,7 @@ def replay(
                     kf_path.append((kf.stamp_ns, kf.T_odom_base))
                     kf_file.write(_tum_line(kf.stamp_ns, kf.T_odom_base))
                     kf_file.flush()
-                    if bag is not None:
+                    if bag is not None and len(kf_path) % _PATH_EVERY == 0:
                         bag.write_path(kf.stamp_ns, "odom", kf_path)
                 if on_result is not None:
                     on_result(result)
@@ -346,6 +350,8 @@ def replay(
     finally:
         bar.close()
         if bag is not None:
+            if kf_path and len(kf_path) % _PATH_EVERY:
+                bag.write_path(kf_path[-1][0], "odom", kf_path)
             bag.__exit__(None, None, None)
 
     report.frames = vo.stats.frames

@@ -105,7 +105,7 @@ class VOConfig:
     mode: str = "stereo"
     precision: str = "mixed"
     linear_solver: str = "cgnr"
-    max_features: int = 300
+    max_features: int = 200
     grid_cols: int = 8
     grid_rows: int = 6
     min_distance: int = 12
@@ -130,7 +130,7 @@ class VOConfig:
     keyframe_min_tracked_ratio: float = 0.7
     keyframe_parallax: float = 12.0
     keyframe_max_interval: float = 0.5
-    keyframe_min_interval: float = 0.0
+    keyframe_min_interval: float = 0.1
     max_bridge_time: float = 1.0
     rgbd_virtual_baseline: float = 0.08
     T_base_camera: tuple[float, ...] = tuple(np.eye(4).reshape(-1).tolist())
