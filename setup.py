@@ -72,6 +72,8 @@ setup(
     entry_points={
         'console_scripts': [
             'mp-slam = mp_slam_ros.cli:main',
+            # ROS 2 node (needs rclpy; `ros2 run mp_slam_ros vo_node`).
+            'vo_node = mp_slam_ros.ros.vo_node:main',
         ],
     },
 )
