@@ -9,6 +9,8 @@
 #   make bench-pgo  install the gtsam benchmark peer, run benchmarks/bench_pgo.py
 #   make bench-ba   install the gtsam benchmark peer, run benchmarks/bench_ba.py (BAL problems)
 #   make bench-ba-windows  run benchmarks/bench_ba_windows.py (VO window timing and accuracy)
+#   make bench-vo   run benchmarks/bench_vo.py (VO accuracy and speed per precision: room + EuRoC)
+#   make demo-vo    render the synthetic two-lap room (mcap bag) and replay it through VO (mixed)
 #   make bench-readme      copy the headline benchmark tables into README.md
 #   make clean      remove build/ install/ log/ demo_out/ and egg-info (keeps .venv)
 #   make distclean  clean + remove .venv
@@ -44,7 +46,7 @@ VENV_PATH := $(CURDIR)/$(VBIN):$(PATH)
 COLCON_PKG := --paths .
 COLCON_BASES := --build-base $(BUILD_BASE) --install-base $(INSTALL_BASE)
 
-.PHONY: venv demo test lint bench-pgo bench-ba bench-ba-windows bench-readme clean distclean
+.PHONY: venv demo demo-vo test lint bench-pgo bench-ba bench-ba-windows bench-vo bench-readme clean distclean
 
 venv: $(STAMP)
 
@@ -76,6 +78,10 @@ $(STAMP): setup.py setup.cfg package.xml
 
 demo: $(STAMP)
 	$(VBIN)/mp-slam demo --out demo_out
+
+demo-vo: $(STAMP)
+	$(VBIN)/mp-slam synth --trajectory two_lap_room --formats mcap,tum --out demo_out/sequences
+	$(VBIN)/mp-slam replay demo_out/sequences/room_two_laps_stereo_mcap --out demo_out/vo --precision mixed
 
 # Build + test with colcon.  `colcon test` alone exits 0 on test failures, so
 # --return-code-on-test-failure; `colcon test-result` also fails when any
@@ -110,6 +116,9 @@ bench-ba: $(BENCH_STAMP)
 
 bench-ba-windows: $(STAMP)
 	$(VPY) benchmarks/bench_ba_windows.py
+
+bench-vo: $(STAMP)
+	$(VPY) benchmarks/bench_vo.py
 
 bench-readme: $(STAMP)
 	$(VPY) benchmarks/readme_tables.py

@@ -608,3 +608,12 @@ def test_node_publishes_odometry_for_synthetic_stereo(rclpy_context, stereo_sequ
         executor.shutdown()
         node.destroy_node()
         helper.destroy_node()
+
+
+def test_readme_parameter_table_is_generated_from_the_parameters(repo_root):
+    from mp_slam_ros.ros.parameters import markdown_table
+
+    text = (repo_root / "README.md").read_text()
+    start = text.index("<!-- vo-parameters:start -->\n") + len("<!-- vo-parameters:start -->\n")
+    end = text.index("<!-- vo-parameters:end -->")
+    assert text[start:end] == markdown_table(), "regenerate with `python -m mp_slam_ros.ros.parameters --markdown`"
