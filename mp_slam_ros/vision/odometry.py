@@ -308,7 +308,7 @@ class VisualOdometry:
             window_options=self.config.window_options(),
             baseline=self.baseline,
         )
-        self._pyramid: np.ndarray | None = None  # the previous frame's rectified image
+        self._prev_image: np.ndarray | None = None  # the previous frame's rectified left image
         self._pts = np.zeros((0, 2), dtype=np.float32)  # tracked features, current pixels
         self._ids = np.zeros(0, dtype=np.int64)  # their landmark ids (-1: no 3D point yet)
         self._pos = np.zeros((0, 3))  # landmark positions in odom (NaN without)
@@ -363,14 +363,13 @@ class VisualOdometry:
         if self._stamp is not None and stamp <= self._stamp:
             raise ValueError(f"frame stamps must increase: {stamp} after {self._stamp}")
         image, right, depth = self._rectify(frame, timings)
-        pyramid = image
         predicted = self._predict(stamp)
 
         if not self._initialized:
-            result = self._initialize(stamp, image, right, depth, pyramid, predicted, timings)
+            result = self._initialize(stamp, image, right, depth, predicted, timings)
         else:
-            result = self._track(stamp, image, right, depth, pyramid, predicted, timings)
-        self._pyramid = pyramid
+            result = self._track(stamp, image, right, depth, predicted, timings)
+        self._prev_image = image
         timings["total"] = time.perf_counter() - t_start
         result.timings = timings
         self.stats.frames += 1
@@ -401,12 +400,12 @@ class VisualOdometry:
         timings["rectify"] = time.perf_counter() - t0
         return image, right, depth
 
-    def _depths(self, image_pyr: np.ndarray, right: np.ndarray | None, depth: np.ndarray | None, pts: np.ndarray,
+    def _depths(self, image: np.ndarray, right: np.ndarray | None, depth: np.ndarray | None, pts: np.ndarray,
                 disparity_guess: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
         """Right-image column per feature (stereo), or the virtual one from depth (RGB-D); NaN if none."""
         fx = self.camera.fx
         if self.config.mode == "stereo":
-            return stereo_match(image_pyr, right, pts, self.features, fx, self.baseline, disparity_guess)
+            return stereo_match(image, right, pts, self.features, fx, self.baseline, disparity_guess)
         z = depth_lookup(depth, pts, self.features)
         return pts[:, 0] - fx * self.baseline / z
 
@@ -417,12 +416,12 @@ class VisualOdometry:
         Xc = np.stack([(pts[:, 0] - cam.cx) * z / cam.fx, (pts[:, 1] - cam.cy) * z / cam.fy, z], axis=1)
         return Xc @ T_wc[:3, :3].T + T_wc[:3, 3]
 
-    def _initialize(self, stamp, image, right, depth, pyramid, predicted, timings) -> FrameResult:
+    def _initialize(self, stamp, image, right, depth, predicted, timings) -> FrameResult:
         t0 = time.perf_counter()
         pts = detect_features(image, np.zeros((0, 2), np.float32), self.features)
         timings["detect"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        right_u = self._depths(pyramid, right, depth, pts) if len(pts) else np.zeros(0)
+        right_u = self._depths(image, right, depth, pts) if len(pts) else np.zeros(0)
         timings["depth"] = time.perf_counter() - t0
         ok = np.isfinite(right_u)
         first = self._T_wc is None
@@ -454,7 +453,7 @@ class VisualOdometry:
         self._lost_since = None
         self._advance(stamp, T_wc)
         keyframe, summary = self._make_keyframe(
-            stamp, image, pyramid, right_u, timings, new_ids=self._ids.copy()
+            stamp, image, right_u, timings, new_ids=self._ids.copy()
         )
         return FrameResult(
             stamp, self.T_odom_base, status, self.segment, num_tracked=len(self._pts),
@@ -480,14 +479,14 @@ class VisualOdometry:
         self._advance(stamp, predicted)
         return FrameResult(stamp, self.T_odom_base, "lost", self.segment, num_tracked=tracked)
 
-    def _track(self, stamp, image, right, depth, pyramid, predicted, timings) -> FrameResult:
+    def _track(self, stamp, image, right, depth, predicted, timings) -> FrameResult:
         cfg = self.config
         t0 = time.perf_counter()
         # Start KLT where the prediction puts each landmark: robust to fast rotation.
         guess = None
         if predicted is not None and len(self._pts):
             guess = self._project(predicted, self._pos, fallback=self._pts)
-        pts, good = track_features(self._pyramid, pyramid, self._pts, self.features, guess)
+        pts, good = track_features(self._prev_image, image, self._pts, self.features, guess)
         self._pts = pts
         self._keep(good)
         timings["track"] = time.perf_counter() - t0
@@ -518,7 +517,6 @@ class VisualOdometry:
         t0 = time.perf_counter()
         new = detect_features(image, self._pts, self.features)
         timings["detect"] = time.perf_counter() - t0
-        n_old = len(self._pts)
         self._pts = np.concatenate([self._pts, new])
         self._ids = np.concatenate([self._ids, np.full(len(new), -1, dtype=np.int64)])
         self._pos = np.concatenate([self._pos, np.full((len(new), 3), np.nan)])
@@ -529,25 +527,18 @@ class VisualOdometry:
             zc = self._camera_depth(T_wc, self._pos)
             with np.errstate(divide="ignore", invalid="ignore"):
                 disparity_guess = self.camera.fx * self.baseline / zc
-        right_u = self._depths(pyramid, right, depth, self._pts, disparity_guess)
+        right_u = self._depths(image, right, depth, self._pts, disparity_guess)
         timings["depth"] = time.perf_counter() - t0
-        # Features without any 3D information are of no use: drop the new ones that got no depth.
-        fresh = np.arange(len(self._pts)) >= n_old
-        usable = ~fresh | np.isfinite(right_u)
-        self._keep(usable)
-        right_u = right_u[usable]
-        fresh = fresh[usable]
-        # Older features that never got a landmark and have no depth now are dropped too.
+        # A feature without a landmark and without depth now is of no use: drop it.
         lonely = (self._ids < 0) & ~np.isfinite(right_u)
         self._keep(~lonely)
         right_u = right_u[~lonely]
-        fresh = fresh[~lonely]
         need = self._ids < 0
         new_ids = np.arange(self._next_landmark, self._next_landmark + np.count_nonzero(need), dtype=np.int64)
         self._next_landmark += new_ids.size
         self._ids[need] = new_ids
         self._pos[need] = self._backproject(self._pts[need], right_u[need], T_wc)
-        keyframe, summary = self._make_keyframe(stamp, image, pyramid, right_u, timings, new_ids=new_ids)
+        keyframe, summary = self._make_keyframe(stamp, image, right_u, timings, new_ids=new_ids)
         return FrameResult(
             stamp, self.T_odom_base, "tracking", self.segment, num_tracked=tracked,
             num_inliers=int(inliers.size), keyframe=keyframe, ba_summary=summary,
@@ -614,16 +605,14 @@ class VisualOdometry:
 
     # -- keyframes --------------------------------------------------------------------------
     def _make_keyframe(
-        self, stamp, image, pyramid, right_u, timings, new_ids
+        self, stamp, image, right_u, timings, new_ids
     ) -> tuple[Keyframe, SolverSummary]:
         """Add the current frame to the window as a keyframe, optimise, and build its Keyframe."""
         kf_id = self._next_keyframe
         self._next_keyframe += 1
         T_wc = self._T_wc
-        slide = self.window.add_keyframe(
-            kf_id, T_wc[:3, :3], T_wc[:3, 3], self._ids, self._pts, right_u=right_u
-        )
-        del slide  # landmarks leaving the window are not tracked any more: nothing to hand back
+        # What slides out is not tracked any more, so there is nothing to hand back to the tracker.
+        self.window.add_keyframe(kf_id, T_wc[:3, :3], T_wc[:3, 3], self._ids, self._pts, right_u=right_u)
         fresh = np.isin(self._ids, new_ids)
         if fresh.any():
             self.window.add_landmarks(self._ids[fresh], self._pos[fresh])
@@ -641,11 +630,10 @@ class VisualOdometry:
         self._T_wc = T_wc
         lm_ids = self.window.landmark_ids
         state = self.window.state
-        where = np.searchsorted(lm_ids, self._ids)
-        where = np.minimum(where, max(lm_ids.size - 1, 0))
-        in_window = lm_ids.size > 0
-        found = (lm_ids[where] == self._ids) if in_window else np.zeros(len(self._ids), dtype=bool)
-        self._pos[found] = state.points[where[found]]
+        if lm_ids.size:
+            where = np.minimum(np.searchsorted(lm_ids, self._ids), lm_ids.size - 1)
+            found = lm_ids[where] == self._ids
+            self._pos[found] = state.points[where[found]]
         # Drop features whose landmark does not reproject onto them any more (bad tracks, BA
         # outliers); they would poison the next PnP.
         proj = self._project(T_wc, self._pos, fallback=np.full_like(self._pts, np.inf))
