@@ -90,18 +90,20 @@ def run_one(folder: Path, mode: str, preset: str, name: str) -> dict[str, Any]:
 
 
 def markdown(results: dict) -> str:
-    lines = [f"Machine: {machine_line(results['machine'], with_gtsam=False)}", ""]
+    lines = [machine_line(results["machine"], with_gtsam=False), ""]
     for key, title in (
-        ("room_stereo", "Synthetic two-lap room, stereo 640x480 (no loop closure)"),
-        ("room_rgbd", "Synthetic two-lap room, RGB-D 640x480 (no loop closure)"),
-        ("euroc", "EuRoC V1_01 snippet, stereo 752x480 (95 real frames)"),
+        ("room_stereo", "VO: synthetic two-lap room, stereo 640x480, {frames} frames, {path:.1f} m (no loop closure)"),
+        ("room_rgbd", "VO: synthetic two-lap room, RGB-D 640x480, {frames} frames, {path:.1f} m (no loop closure)"),
+        ("euroc", "VO: EuRoC V1_01 snippet, stereo 752x480, {frames} real frames"),
     ):
         runs = results.get(key)
         if not runs:
             continue
         ref = runs.get("fp64", {}).get("accuracy", {}).get("ate_rmse_m")
+        first = next(iter(runs.values()))
+        title = title.format(frames=first["frames"], path=first.get("accuracy", {}).get("path_length_m", float("nan")))
         lines += [
-            f"**{title}**",
+            f"## {title}",
             "",
             "| precision | ATE rmse (m) | ATE % of path | vs fp64 | RPE drift (%) | frames/s | ms / frame p90 "
             "| ms / keyframe | BA ms (mean) | keyframes | losses | fp16 fallbacks |",
@@ -174,6 +176,8 @@ def main() -> int:
     add_output_args(ap, "vo", "vo_quick")
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)
+    if args.from_json:
+        return rerender(args.from_json, args)
     presets = ["fp64", "mixed"] if args.quick else [p for p in args.presets.split(",") if p]
     duration = 10.0 if args.quick else None
     cache = REPO_ROOT / "build" / "bench_data"
@@ -196,6 +200,18 @@ def main() -> int:
         log(f"EuRoC runs skipped: {err}")
     stem = args.name or ("vo_quick" if args.quick else "vo")
     out_dir = Path(args.out_dir) if args.out_dir else REPO_ROOT / "benchmarks" / "results"
+    plots = [] if args.no_plot else [("_room", plot_room)]
+    write_outputs(results, out_dir, stem, markdown(results), plots)
+    return 0
+
+
+def rerender(path: str, args: argparse.Namespace) -> int:
+    """--from-json: the tables and plot of an earlier run, nothing re-run."""
+    import json
+
+    results = json.loads(Path(path).read_text())
+    stem = args.name or Path(path).stem
+    out_dir = Path(args.out_dir) if args.out_dir else Path(path).parent
     plots = [] if args.no_plot else [("_room", plot_room)]
     write_outputs(results, out_dir, stem, markdown(results), plots)
     return 0

@@ -3,7 +3,7 @@
 
 The README quotes measured numbers only; this keeps them identical to the last benchmark run.
 Run after the benchmarks (`bench_pgo.py`, `bench_kernels.py`, `bench_ba.py`, `bench_ba_windows.py`,
-`bench_ba_kernels.py`); a results file that does not exist is skipped with a message.
+`bench_ba_kernels.py`, `bench_vo.py`); a results file that does not exist is skipped with a message.
 
     python benchmarks/readme_tables.py                 # update README.md
     python benchmarks/readme_tables.py --stdout        # print the block instead
@@ -35,6 +35,7 @@ SOURCES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("ba_windows.md", ("VO window timing", "VO window accuracy: mixed vs fp64")),
     # bench_ba_kernels.py's file is one "##" section (tables per problem below it): all of it.
     ("ba_kernels.md", ("Bundle-adjustment CG products",)),
+    ("vo.md", ("VO: ",)),
 )
 HEADING = re.compile(r"^(#{1,6}) (.*)$")
 
