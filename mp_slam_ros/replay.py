@@ -31,7 +31,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from .io.files import atomic_write_text
-from .io.trajectory import Trajectory, ns_to_seconds_text
+from .io.trajectory import Trajectory, tum_line
 from .vision.odometry import STATUSES, FrameResult, VisualOdometry, VOConfig
 from .vision.types import Sequence
 
@@ -128,9 +128,7 @@ def load_replay_config(path: str | os.PathLike | None, mode: str | None = None) 
 def _tum_line(stamp_ns: int, T: np.ndarray) -> str:
     from .solver import lie
 
-    q = lie.rotation_to_quaternion(T[None, :3, :3])[0]  # (x, y, z, w)
-    x, y, z = T[:3, 3]
-    return f"{ns_to_seconds_text(stamp_ns)} {x:.9f} {y:.9f} {z:.9f} {q[0]:.9f} {q[1]:.9f} {q[2]:.9f} {q[3]:.9f}\n"
+    return tum_line(stamp_ns, T[:3, 3], lie.rotation_to_quaternion(T[None, :3, :3])[0])
 
 
 def _percentiles(values: list[float]) -> dict[str, float]:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mp_slam_ros.io.trajectory import Trajectory, associate
+from mp_slam_ros.solver.lie import inverse_transform
 
 __all__ = [
     "DEFAULT_MAX_DT_NS",
@@ -251,16 +252,6 @@ def _pairs_by_path(positions: np.ndarray, delta: float, tol: float, all_pairs: b
     return np.stack((ids_a[:-1], ids_a[1:]), axis=1) if ids_a.size > 1 else np.zeros((0, 2), dtype=np.int64)
 
 
-def _inv(T: np.ndarray) -> np.ndarray:
-    """Inverse of rigid transforms (..., 4, 4) using R^T, as evo's se3_inverse."""
-    out = np.zeros_like(T)
-    Rt = np.swapaxes(T[..., :3, :3], -1, -2)
-    out[..., :3, :3] = Rt
-    out[..., :3, 3] = -np.einsum("...ij,...j->...i", Rt, T[..., :3, 3])
-    out[..., 3, 3] = 1.0
-    return out
-
-
 def relative_pose_error(
     estimate: Trajectory,
     reference: Trajectory,
@@ -295,9 +286,9 @@ def relative_pose_error(
             f"({pairs_on} path {(estimate if pairs_on == 'estimate' else reference).path_length:.3f} m)"
         )
     i, j = pairs[:, 0], pairs[:, 1]
-    Q_rel = _inv(Q[i]) @ Q[j]
-    P_rel = _inv(P[i]) @ P[j]
-    E = _inv(Q_rel) @ P_rel
+    Q_rel = inverse_transform(Q[i]) @ Q[j]
+    P_rel = inverse_transform(P[i]) @ P[j]
+    E = inverse_transform(Q_rel) @ P_rel
     trans = np.linalg.norm(E[:, :3, 3], axis=1)
     cos = np.clip((np.trace(E[:, :3, :3], axis1=1, axis2=2) - 1.0) / 2.0, -1.0, 1.0)
     rot = np.degrees(np.arccos(cos))

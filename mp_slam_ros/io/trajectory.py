@@ -44,6 +44,7 @@ __all__ = [
     "read_trajectory",
     "read_tum",
     "seconds_to_ns",
+    "tum_line",
     "write_euroc_groundtruth",
     "write_kitti",
     "write_tum",
@@ -338,15 +339,18 @@ def _num(x: float) -> str:
     return repr(float(x))
 
 
+def tum_line(stamp_ns: int, position: np.ndarray, q_xyzw: np.ndarray) -> str:
+    """One TUM row: nine-decimal seconds, round-trip-exact position and quaternion (x, y, z, w)."""
+    return f"{ns_to_seconds_text(stamp_ns)} {' '.join(_num(v) for v in (*position, *q_xyzw))}\n"
+
+
 def write_tum(path: str | os.PathLike, traj: Trajectory, header: str | None = None) -> None:
     """Write a TUM trajectory atomically: nine-decimal seconds, round-trip-exact positions and quaternions."""
     q = traj.quaternions_xyzw
     p = traj.poses[:, :3, 3]
     out = [f"# {line}\n" for line in header.splitlines()] if header else []
     out.append("# timestamp tx ty tz qx qy qz qw\n")
-    for i in range(len(traj)):
-        nums = " ".join(_num(v) for v in (*p[i], *q[i]))
-        out.append(f"{ns_to_seconds_text(traj.stamps_ns[i])} {nums}\n")
+    out.extend(tum_line(int(traj.stamps_ns[i]), p[i], q[i]) for i in range(len(traj)))
     atomic_write_text(path, "".join(out))
 
 

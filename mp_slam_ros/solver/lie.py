@@ -32,6 +32,7 @@ __all__ = [
     "between_error",
     "compose",
     "inverse",
+    "inverse_transform",
     "project_to_rotation",
     "quaternion_to_rotation",
     "retract",
@@ -888,6 +889,17 @@ def inverse(R: ArrayLike, t: ArrayLike) -> tuple[F64, F64]:
     to = np.empty_like(t)
     _inverse_kernel(R, t, Ro, to)
     return Ro, to
+
+
+def inverse_transform(T: ArrayLike) -> F64:
+    """Inverse of homogeneous rigid transforms (..., 4, 4) as (R^T, -R^T t), the form evo uses."""
+    T = np.asarray(T, dtype=np.float64)
+    out = np.zeros_like(T)
+    Rt = np.swapaxes(T[..., :3, :3], -1, -2)
+    out[..., :3, :3] = Rt
+    out[..., :3, 3] = -np.einsum("...ij,...j->...i", Rt, T[..., :3, 3])
+    out[..., 3, 3] = 1.0
+    return out
 
 
 def between(Ra: ArrayLike, ta: ArrayLike, Rb: ArrayLike, tb: ArrayLike) -> tuple[F64, F64]:

@@ -243,13 +243,6 @@ def _pose_matrix(R: np.ndarray, t: np.ndarray) -> np.ndarray:
     return T
 
 
-def _inverse(T: np.ndarray) -> np.ndarray:
-    out = np.eye(4)
-    out[:3, :3] = T[:3, :3].T
-    out[:3, 3] = -T[:3, :3].T @ T[:3, 3]
-    return out
-
-
 class VisualOdometry:
     """Stereo / RGB-D visual odometry on a sliding-window bundle adjuster (module doc).
 
@@ -283,7 +276,7 @@ class VisualOdometry:
         self.baseline = rect.baseline if self.config.mode == "stereo" else self.config.rgbd_virtual_baseline
         # base_link -> rectified camera; the pipeline tracks the rectified camera
         self.T_base_camera = self.config.T_base_camera_matrix @ rect.T_camera_rect
-        self._T_camera_base = _inverse(self.T_base_camera)
+        self._T_camera_base = lie.inverse_transform(self.T_base_camera)
         self.features = self.config.feature_options()
         self.stats = VOStatistics()
         self._K = self.camera.K
@@ -347,7 +340,7 @@ class VisualOdometry:
         horizon = stamp_ns - self._stamp
         if self._lost_since is not None and stamp_ns - self._lost_since > self.config.max_bridge_time * 1e9:
             return self._T_wc.copy()  # bridged long enough: hold still rather than fly off
-        delta = _inverse(self._T_wc_prev) @ self._T_wc
+        delta = lie.inverse_transform(self._T_wc_prev) @ self._T_wc
         xi = lie.se3_log(delta[None, :3, :3], delta[None, :3, 3])[0] * (
             horizon / (self._stamp - self._stamp_prev)
         )
@@ -584,7 +577,7 @@ class VisualOdometry:
         use_guess = predicted is not None
         rvec = tvec = None
         if use_guess:
-            T_cw = _inverse(predicted)
+            T_cw = lie.inverse_transform(predicted)
             rvec = cv2.Rodrigues(T_cw[:3, :3])[0]
             tvec = T_cw[:3, 3].reshape(3, 1).copy()
         ok, rvec, tvec, inliers = cv2.solvePnPRansac(
@@ -601,7 +594,7 @@ class VisualOdometry:
         T_cw = np.eye(4)
         T_cw[:3, :3] = cv2.Rodrigues(rvec)[0]
         T_cw[:3, 3] = tvec.reshape(3)
-        return _inverse(T_cw), inliers
+        return lie.inverse_transform(T_cw), inliers
 
     # -- keyframes --------------------------------------------------------------------------
     def _make_keyframe(
