@@ -1,15 +1,21 @@
-"""Offline replay without ROS: a sequence (rosbag2 or EuRoC folder) through the VO pipeline.
+"""Offline replay without ROS: a sequence (rosbag2 or EuRoC folder) through VO and loop closure.
 
-This is the second shell around :class:`~mp_slam_ros.vision.odometry.VisualOdometry` (the first
-is the rclpy node): the same pipeline, fed frame by frame from a file instead of topics, every
-frame processed. :func:`replay` writes into ``out_dir``:
+This is the second shell around :class:`~mp_slam_ros.vision.odometry.VisualOdometry` and
+:class:`~mp_slam_ros.loop.pipeline.LoopClosure` (the first is the pair of rclpy nodes that
+``slam.launch.py`` starts): the same pipelines, fed frame by frame from a file instead of
+topics, every frame processed, every keyframe handed to loop closure as it is made.
+:func:`replay` writes into ``out_dir``:
 
 * ``odometry.tum`` — base_link in odom for every frame (TUM: ``t x y z qx qy qz qw``);
 * ``keyframes.tum`` — the keyframes' poses after window BA;
 * ``odometry_bag/`` — a rosbag2 with ``/odom`` (nav_msgs/Odometry), ``/tf`` (odom -> base_link)
   and ``/path`` (nav_msgs/Path of the keyframes) that RViz or Foxglove open;
-* ``report.json`` — frame rate, per-stage latency, keyframes, tracking losses, fp16 fallbacks
-  and, with ground truth, ATE (SE(3) Umeyama) and RPE;
+* with loop closure: ``slam.tum`` (base_link in map for every frame, corrected with the final
+  map), ``slam_live.tum`` (with the ``map -> odom`` known at each frame, what a live TF
+  consumer saw) and ``keyframes_slam.tum``; the bag also gets ``map -> odom`` after every loop;
+* ``report.json`` — frame rate, per-stage latency, keyframes, tracking losses, fp16 fallbacks,
+  the loop closure's statistics and loops and, with ground truth, ATE (SE(3) Umeyama) of every
+  trajectory and RPE;
 * ``trajectory.png`` and ``ate_over_time.png`` with ground truth.
 
 Both trajectory files are written line by line and the bag is closed on any exception, so an
@@ -32,10 +38,11 @@ import numpy as np
 
 from .io.files import atomic_write_text
 from .io.trajectory import Trajectory, tum_line
+from .loop.config import LoopClosureConfig
 from .vision.odometry import STATUSES, FrameResult, VisualOdometry, VOConfig
 from .vision.types import Sequence
 
-__all__ = ["ReplayReport", "load_replay_config", "open_sequence", "replay"]
+__all__ = ["ReplayReport", "load_replay_config", "load_slam_config", "open_sequence", "replay"]
 
 log = logging.getLogger(__name__)
 
@@ -63,27 +70,43 @@ def open_sequence(
     return read_bag_sequence(p, mode=mode, topics=topics or BagTopics(), **kwargs)
 
 
-def _parameter_section(data: Any, source: str) -> dict[str, Any]:
-    """The parameters of a YAML file: flat, or ROS params-file layout (``node: ros__parameters:``)."""
+_VO_NODE = "vo_node"
+_LC_NODE = "loop_closure_node"
+
+
+def _node_sections(data: Any, source: str) -> dict[str, dict[str, Any]]:
+    """Parameters per node from a YAML file: flat (every key for both nodes) or the ROS params-file
+    layout (``node: ros__parameters:``), where ``/**`` applies to both nodes and a node's own
+    section only to it; later sections win, as in ROS."""
+    out: dict[str, dict[str, Any]] = {_VO_NODE: {}, _LC_NODE: {}}
     if data is None:
-        return {}
+        return out
     if not isinstance(data, dict):
         raise ValueError(f"{source}: expected a mapping of parameters, got {type(data).__name__}")
-    sections = [v["ros__parameters"] for v in data.values() if isinstance(v, dict) and "ros__parameters" in v]
-    if sections:
-        merged: dict[str, Any] = {}
-        for section in sections:  # e.g. '/**' and 'vo_node' in one file: later ones win, as in ROS
-            merged.update(section or {})
-        return merged
-    return dict(data)
+    ros_layout = any(isinstance(v, dict) and "ros__parameters" in v for v in data.values())
+    if not ros_layout:
+        return {_VO_NODE: dict(data), _LC_NODE: dict(data)}
+    from .ros.parameters import _section_applies
+
+    for key, section in data.items():
+        if not (isinstance(section, dict) and "ros__parameters" in section):
+            raise ValueError(f"{source}: section {key!r} has no ros__parameters")
+        for node in out:
+            if _section_applies(str(key), node):
+                out[node].update(section["ros__parameters"] or {})
+    return out
 
 
-def load_replay_config(path: str | os.PathLike | None, mode: str | None = None) -> tuple[VOConfig, Any]:
-    """VO config and bag topics from a parameter YAML (the VO node's own file works as it is).
+def load_slam_config(
+    path: str | os.PathLike | None, mode: str | None = None
+) -> tuple[VOConfig, LoopClosureConfig, Any]:
+    """VO and loop-closure configs and bag topics from a parameter YAML (the nodes' files work as they are).
 
-    VOConfig keys set the pipeline; ``<name>_topic`` keys set :class:`~mp_slam_ros.io.rosbag.BagTopics`
-    fields; the node's other parameters (frames, QoS, ...) mean nothing offline and are ignored;
-    anything else is an error naming the file and key. ``mode`` overrides the file's mode.
+    VOConfig and LoopClosureConfig keys set the pipelines (``precision`` is in both: a ``/**``
+    section or a flat file sets both); ``<name>_topic`` keys set
+    :class:`~mp_slam_ros.io.rosbag.BagTopics` fields; the nodes' other parameters (frames, QoS,
+    rates, ...) mean nothing offline and are ignored; anything else is an error naming the file
+    and key. ``mode`` overrides the file's mode.
     """
     import dataclasses
 
@@ -91,7 +114,7 @@ def load_replay_config(path: str | os.PathLike | None, mode: str | None = None) 
 
     from .io.rosbag import BagTopics
 
-    values: dict[str, Any] = {}
+    data: Any = None
     source = "defaults"
     if path is not None:
         source = str(path)
@@ -100,29 +123,38 @@ def load_replay_config(path: str | os.PathLike | None, mode: str | None = None) 
                 data = yaml.safe_load(fh)
         except yaml.YAMLError as exc:
             raise ValueError(f"{source}: not valid YAML: {exc}") from None
-        values = _parameter_section(data, source)
+    sections = _node_sections(data, source)
     vo_keys = {f.name for f in dataclasses.fields(VOConfig)}
-    topics = BagTopics()
-    node_keys: set[str] = set()
-    try:
-        from .ros.parameters import VO_NODE_PARAMETERS
+    lc_keys = {f.name for f in dataclasses.fields(LoopClosureConfig)}
+    from .ros import parameters
 
-        node_keys = {spec.name for spec in VO_NODE_PARAMETERS}
-    except ImportError:  # pragma: no cover - the parameter table ships with the package
-        pass
+    node_keys = {spec.name for spec in parameters.VO_NODE_PARAMETERS}
+    node_keys |= {spec.name for spec in getattr(parameters, "LC_NODE_PARAMETERS", ())}
+    topics = BagTopics()
     vo_values: dict[str, Any] = {}
-    for key, value in values.items():
-        if key in vo_keys:
-            vo_values[key] = value
-        elif key.endswith("_topic") and hasattr(topics, key[: -len("_topic")]):
-            topics = dataclasses.replace(topics, **{key[: -len("_topic")]: str(value)})
-        elif key in node_keys or key == "use_sim_time":
-            log.debug("%s: %s is a node parameter; not used offline", source, key)
-        else:
-            raise ValueError(f"{source}: unknown parameter {key!r}")
+    lc_values: dict[str, Any] = {}
+    for node, values in sections.items():
+        for key, value in values.items():
+            if node == _VO_NODE and key in vo_keys:
+                vo_values[key] = value
+            elif node == _LC_NODE and key in lc_keys:
+                lc_values[key] = value
+            elif node == _VO_NODE and key.endswith("_topic") and hasattr(topics, key[: -len("_topic")]):
+                topics = dataclasses.replace(topics, **{key[: -len("_topic")]: str(value)})
+            elif key in node_keys or key in vo_keys or key in lc_keys or key == "use_sim_time":
+                log.debug("%s: %s is not a %s parameter used offline", source, key, node)
+            else:
+                raise ValueError(f"{source}: unknown parameter {key!r}")
     if mode is not None:
         vo_values["mode"] = mode
-    return VOConfig.from_mapping(vo_values, source=source), topics
+    vo = VOConfig.from_mapping(vo_values, source=source)
+    return vo, LoopClosureConfig.from_mapping(lc_values, source=source), topics
+
+
+def load_replay_config(path: str | os.PathLike | None, mode: str | None = None) -> tuple[VOConfig, Any]:
+    """VO config and bag topics from a parameter YAML (see :func:`load_slam_config`)."""
+    vo, _, topics = load_slam_config(path, mode)
+    return vo, topics
 
 
 def _tum_line(stamp_ns: int, T: np.ndarray) -> str:
@@ -163,6 +195,8 @@ class ReplayReport:
     latency: dict[str, dict[str, float]] = field(default_factory=dict)
     keyframe_time: dict[str, float] = field(default_factory=dict)
     accuracy: dict[str, Any] = field(default_factory=dict)
+    # With loop closure: its statistics, the accepted loops and the ATE of each trajectory.
+    loop_closure: dict[str, Any] = field(default_factory=dict)
     interrupted: bool = False
     outputs: dict[str, str] = field(default_factory=dict)
 
@@ -201,13 +235,32 @@ class ReplayReport:
                     f"  RPE over {acc['rpe_delta_m']:.2f} m: translation rmse {acc['rpe_rmse_m']:.4f} m, "
                     f"drift {acc['rpe_drift_percent']:.2f} % of distance travelled"
                 )
+        lc = self.loop_closure
+        if lc:
+            st = lc["statistics"]
+            rejected = {k: v for k, v in st["loops_rejected"].items() if v}
+            lines.append(
+                f"  loop closure: {st['loops_accepted']} loops accepted, rejected {rejected or 'none'}; "
+                f"{st['pgo_runs']} PGO runs, mean {1e3 * st['total_pgo_time_s'] / max(st['pgo_runs'], 1):.1f} ms, "
+                f"max {1e3 * st['max_pgo_time_s']:.1f} ms, {st['preconditioner_factorizations']} IC factorisations, "
+                f"fp16 fallbacks {st['fp16_fallbacks']}"
+            )
+            for name, a in lc.get("accuracy", {}).items():
+                lines.append(f"  ATE {name:<22}: rmse {a['ate_rmse_m']:.5f} m, mean {a['ate_mean_m']:.5f} m")
+            if "ate_ratio" in lc:
+                lines.append(f"  ATE with / without loop closure: {lc['ate_ratio']:.3g}")
         if self.interrupted:
             lines.append("  INTERRUPTED: outputs hold the frames processed so far")
         return "\n".join(lines)
 
 
 def _accuracy(
-    estimate: Trajectory, reference: Trajectory, out_dir: Path, name: str, plots: bool
+    estimate: Trajectory,
+    reference: Trajectory,
+    out_dir: Path,
+    name: str,
+    plots: bool,
+    slam: dict[str, Trajectory] | None = None,
 ) -> dict[str, Any]:
     from .eval.metrics import absolute_trajectory_error, relative_pose_error
 
@@ -242,12 +295,57 @@ def _accuracy(
     if plots:
         from .eval.plots import plot_errors_over_time, plot_trajectory
 
-        aligned = estimate.transformed(T_left=ate.T_align)
-        plot_trajectory(out_dir / "trajectory.png", {f"VO ({name})": aligned}, reference, title=name)
-        plot_errors_over_time(
-            out_dir / "ate_over_time.png", {f"VO ({name})": ate}, title=f"{name}: ATE over time"
-        )
+        aligned = {f"VO ({name})": estimate.transformed(T_left=ate.T_align)}
+        errors = {f"VO ({name})": ate}
+        if slam and "slam" in slam:
+            slam_ate = absolute_trajectory_error(slam["slam"], reference, align="se3")
+            aligned["VO + loop closure"] = slam["slam"].transformed(T_left=slam_ate.T_align)
+            errors["VO + loop closure"] = slam_ate
+        plot_trajectory(out_dir / "trajectory.png", aligned, reference, title=name)
+        plot_errors_over_time(out_dir / "ate_over_time.png", errors, title=f"{name}: ATE over time")
     return acc
+
+
+def _write_slam_outputs(
+    lc: Any, stamps: np.ndarray, odom: np.ndarray, live_map: list[np.ndarray], out: Path, name: str
+) -> dict[str, Trajectory]:
+    """The loop-corrected trajectories: ``slam.tum`` (every frame, final map), ``slam_live.tum``
+    (every frame with the map -> odom known at that frame) and ``keyframes_slam.tum``."""
+    from .io.trajectory import write_tum
+    from .solver import lie
+
+    _, kf_stamps, kf_map = lc.corrected_poses()
+    kf_odom = lc.odometry_poses()
+    # Each frame moves with the correction of the newest keyframe at or before it (the first
+    # keyframe's before it), which is the final-map version of what map -> odom does live.
+    ref = np.clip(np.searchsorted(kf_stamps, stamps, side="right") - 1, 0, max(len(kf_stamps) - 1, 0))
+    if len(kf_stamps):
+        correction = kf_map @ lie.inverse_transform(kf_odom)
+        final = correction[ref] @ odom
+    else:
+        final = odom.copy()
+    trajectories = {
+        "slam": Trajectory(stamps, final),
+        "slam_live": Trajectory(stamps[: len(live_map)], np.asarray(live_map).reshape(-1, 4, 4)),
+        "keyframes_slam": Trajectory(kf_stamps, kf_map),
+    }
+    for key, traj in trajectories.items():
+        header = f"{name}: base_link in map, mp_slam_ros visual odometry + loop closure ({key})"
+        write_tum(out / f"{key}.tum", traj, header=header)
+    return trajectories
+
+
+def _slam_accuracy(
+    odometry: Trajectory, slam: dict[str, Trajectory], reference: Trajectory
+) -> dict[str, dict[str, float]]:
+    """ATE (SE(3)-aligned) of the odometry and of each loop-corrected trajectory."""
+    from .eval.metrics import absolute_trajectory_error
+
+    out = {}
+    for key, traj in {"odometry": odometry, **slam}.items():
+        a = absolute_trajectory_error(traj, reference, align="se3")
+        out[key] = {"ate_rmse_m": a.rmse, "ate_mean_m": a.mean, "ate_max_m": a.max, "pairs": a.num_pairs}
+    return out
 
 
 def replay(
@@ -261,11 +359,16 @@ def replay(
     plots: bool = True,
     max_frames: int | None = None,
     on_result: Callable[[FrameResult], None] | None = None,
+    loop_closure: LoopClosureConfig | None = None,
+    vocabulary: Any = None,
 ) -> ReplayReport:
-    """Run the VO pipeline over ``sequence`` and write the outputs of the module doc.
+    """Run the VO pipeline (and loop closure) over ``sequence`` and write the outputs of the module doc.
 
     ``config`` defaults to ``VOConfig(mode=sequence.mode, T_base_camera=sequence.T_base_camera)``;
-    its mode must match the sequence's. ``precision`` overrides ``config.precision``.
+    its mode must match the sequence's. ``precision`` overrides ``config.precision`` and
+    ``loop_closure.precision``. With ``loop_closure`` (a config), every keyframe goes through
+    :class:`~mp_slam_ros.loop.pipeline.LoopClosure` as it is made, as the two nodes run live;
+    ``vocabulary`` overrides the loop closure's vocabulary.
     """
     config = config or VOConfig(mode=sequence.mode, T_base_camera=tuple(sequence.T_base_camera.reshape(-1)))
     if config.mode != sequence.mode:
@@ -279,6 +382,12 @@ def replay(
     )
     name = sequence.name or "sequence"
     report = ReplayReport(name, sequence.mode, vo.precision.name)
+    lc = None
+    if loop_closure is not None:
+        from .loop.pipeline import LoopClosure
+
+        lc = LoopClosure(loop_closure, vocabulary, precision=precision)
+    live_map: list[np.ndarray] = []  # map -> base_link as a live TF consumer saw it, per frame
     stage_times: dict[str, list[float]] = {}
     kf_times: list[float] = []
     stamps: list[int] = []
@@ -327,6 +436,12 @@ def replay(
                 if bag is not None:
                     bag.write_odometry(result.stamp_ns, result.T_odom_base)
                     bag.write_tf(result.stamp_ns, result.T_odom_base, "odom", "base_link")
+                if result.keyframe is not None and lc is not None:
+                    lc_result = lc.add_keyframe(result.keyframe)
+                    if bag is not None and lc_result.optimized:
+                        bag.write_tf(result.stamp_ns, lc_result.T_map_odom, "map", "odom")
+                if lc is not None:
+                    live_map.append(lc.T_map_odom @ result.T_odom_base)
                 if result.keyframe is not None:
                     kf_times.append(result.timings["total"])
                     kf = result.keyframe
@@ -365,12 +480,27 @@ def replay(
     for status in STATUSES:
         report.statuses.setdefault(status, 0)
 
+    slam: dict[str, Trajectory] = {}
+    if lc is not None and stamps:
+        slam = _write_slam_outputs(lc, np.asarray(stamps, dtype=np.int64), np.asarray(poses), live_map, out, name)
+        report.outputs.update(slam="slam.tum", slam_live="slam_live.tum", keyframes_slam="keyframes_slam.tum")
+        report.loop_closure = {
+            "statistics": lc.stats.as_dict(),
+            "precision": lc.precision.name,
+            "loops": [
+                {"query_id": e.query_id, "match_id": e.match_id, "inliers": e.inliers, "matches": e.matches}
+                for e in lc.loops
+            ],
+        }
     if sequence.ground_truth is not None and len(stamps) >= 3:
         estimate = Trajectory(np.asarray(stamps, dtype=np.int64), np.asarray(poses))
         try:
-            report.accuracy = _accuracy(estimate, sequence.ground_truth, out, name, plots)
+            report.accuracy = _accuracy(estimate, sequence.ground_truth, out, name, plots, slam)
             if plots:
                 report.outputs.update(trajectory_plot="trajectory.png", error_plot="ate_over_time.png")
+            if slam:
+                report.loop_closure["accuracy"] = acc = _slam_accuracy(estimate, slam, sequence.ground_truth)
+                report.loop_closure["ate_ratio"] = acc["slam"]["ate_rmse_m"] / acc["odometry"]["ate_rmse_m"]
         except ValueError as exc:
             log.warning("no accuracy against the ground truth: %s", exc)
     atomic_write_text(out / "report.json", json.dumps(report.as_dict(), indent=2, default=float) + "\n")

@@ -53,6 +53,7 @@ from ..solver import lie
 from ..solver.jacobian import BlockJacobian
 from ..solver.kernels import dot64
 from ..solver.lm import SolverOptions, SolverSummary, solve
+from ..solver.loss import LOSSES, loss_parameters
 from ..solver.precision import PrecisionConfig
 
 __all__ = [
@@ -65,9 +66,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-LOSSES = ("trivial", "huber", "cauchy")
-_LOSS_CODE = {"trivial": 0, "huber": 1, "cauchy": 2}
 
 CAMERA_DIM = 9  # rx ry rz tx ty tz f k1 k2
 POSE_DIM = 6  # (w, v) as mp_slam_ros.solver.lie
@@ -279,15 +277,6 @@ def _pinhole_kernel(
 # ---------------------------------------------------------------------------------------------
 # Problems
 # ---------------------------------------------------------------------------------------------
-def _loss_parameters(loss: str, loss_scale: float) -> tuple[int, float]:
-    if loss not in _LOSS_CODE:
-        raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got '{loss}'")
-    scale = float(loss_scale)
-    if not (math.isfinite(scale) and scale > 0.0):
-        raise ValueError(f"loss_scale must be positive and finite, got {loss_scale}")
-    return _LOSS_CODE[loss], scale * scale
-
-
 def _f64(a: np.ndarray, shape_tail: tuple[int, ...], name: str) -> np.ndarray:
     arr = np.ascontiguousarray(a, dtype=np.float64)
     if arr.ndim != len(shape_tail) + 1 or arr.shape[1:] != shape_tail:
@@ -307,7 +296,7 @@ class _ObservationProblem:
     def _setup_loss(self, loss: str, loss_scale: float) -> None:
         self.loss = loss
         self.loss_scale = float(loss_scale)
-        self._loss_kind, self._loss_b = _loss_parameters(loss, loss_scale)
+        self._loss_kind, self._loss_b = loss_parameters(loss, loss_scale)
 
     @property
     def num_observations(self) -> int:

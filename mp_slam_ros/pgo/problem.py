@@ -3,6 +3,10 @@
 Residual of edge (i, j) with measurement Z: e = Log(Z^-1 Ti^-1 Tj), whitened by the square root
 of the edge information, so the cost 0.5 sum e^T Omega e is the quantity GTSAM reports as
 ``graph.error``. The gauge is fixed by holding the poses marked fixed, or pose 0 when none is.
+
+A robust loss (:mod:`mp_slam_ros.solver.loss`) may be put on a subset of the edges, typically
+the loop closures, whose errors are not Gaussian: a false loop then pulls with a force that
+fades with its residual instead of growing with it. Odometry edges stay least squares.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import numpy as np
 from ..solver import lie
 from ..solver.jacobian import BlockJacobian
 from ..solver.kernels import dot64
-from ..solver.lm import SolverOptions, SolverSummary, solve
+from ..solver.lm import PreconditionerCache, SolverOptions, SolverSummary, solve
+from ..solver.loss import loss_parameters, robust_weights
 from ..solver.precision import PrecisionConfig
 from .graph import PoseGraph, project_information_psd
 from .initialization import chordal_initialization
@@ -37,7 +42,15 @@ def information_sqrt(information: np.ndarray) -> np.ndarray:
 class PoseGraphProblem:
     """A :class:`PoseGraph` as a least-squares problem for :func:`mp_slam_ros.solver.lm.solve`."""
 
-    def __init__(self, graph: PoseGraph, fixed: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        graph: PoseGraph,
+        fixed: np.ndarray | None = None,
+        loss: str = "trivial",
+        loss_scale: float = 1.0,
+        robust_edges: np.ndarray | None = None,
+    ) -> None:
+        """`robust_edges` (bool per edge) selects the edges the loss applies to; None means all."""
         self.graph, self.num_projected_edges = project_information_psd(graph)
         self.dim = graph.dim
         self.k = 3 if graph.dim == 2 else 6
@@ -52,8 +65,51 @@ class PoseGraphProblem:
         self.var_of_pose[self.free] = np.arange(self.free.size)
         self.sqrt_info = information_sqrt(self.graph.information)
         m = graph.num_edges
+        self.loss = loss
+        self._loss_kind, self._loss_b = loss_parameters(loss, loss_scale)
+        if robust_edges is None:
+            robust_edges = np.ones(m, dtype=bool)
+        self.robust_edges = np.asarray(robust_edges, dtype=bool)
+        if self.robust_edges.shape != (m,):
+            raise ValueError(f"robust_edges must have shape ({m},), got {self.robust_edges.shape}")
         self._buffers = (np.empty((m, self.k)), np.empty((m, self.k, self.k)), np.empty((m, self.k, self.k)))
         self._build_pattern()
+
+    @property
+    def has_completion_block(self) -> bool:
+        """Whether residuals end with the cost-completion block (c, 0, ...) of a robust loss."""
+        return self._loss_kind != 0 and bool(self.robust_edges.any())
+
+    def edge_weights(self, state: PoseState) -> np.ndarray:
+        """rho'(s) of every edge at `state`: 1 for least-squares edges, near 0 for rejected outliers."""
+        g = self.graph
+        rij, tij = lie.between(
+            state.rotations[g.edge_i], state.translations[g.edge_i],
+            state.rotations[g.edge_j], state.translations[g.edge_j],
+        )  # fmt: skip
+        re, te = lie.between(g.meas_rotations, g.meas_translations, rij, tij)
+        e = lie.se2_log(re, te) if self.dim == 2 else lie.se3_log(re, te)
+        r = np.einsum("eab,eb->ea", self.sqrt_info, e)
+        weights = np.ones(g.num_edges)
+        if self.has_completion_block:
+            mask = self.robust_edges
+            weights[mask] = robust_weights(np.einsum("ea,ea->e", r[mask], r[mask]), self._loss_kind, self._loss_b)[0]
+        return weights
+
+    def _robustify(self, r: np.ndarray, jac_values: np.ndarray | None) -> np.ndarray:
+        """Ceres' corrector on the robust edges (scales r and J in place); returns r plus the completion block."""
+        if not self.has_completion_block:
+            return r
+        mask = self.robust_edges
+        rm = r[mask]
+        rho1, deficit = robust_weights(np.einsum("ea,ea->e", rm, rm), self._loss_kind, self._loss_b)
+        scale = np.sqrt(rho1)
+        r[mask] = rm * scale[:, None]
+        if jac_values is not None:
+            jac_values[mask] *= scale[:, None, None]
+        completion = np.zeros((1, self.k))
+        completion[0, 0] = np.sqrt(float(np.sum(deficit)))
+        return np.concatenate([r, completion])
 
     # -- LeastSquaresProblem protocol ------------------------------------------------------
     @property
@@ -75,7 +131,8 @@ class PoseGraphProblem:
         )  # fmt: skip
         re, te = lie.between(g.meas_rotations, g.meas_translations, rij, tij)
         e = lie.se2_log(re, te) if self.dim == 2 else lie.se3_log(re, te)
-        return np.einsum("eab,eb->ea", self.sqrt_info, e).reshape(-1).astype(dtype, copy=False)
+        r = self._robustify(np.einsum("eab,eb->ea", self.sqrt_info, e), None)
+        return r.reshape(-1).astype(dtype, copy=False)
 
     def linearize(self, state: PoseState, dtype: np.dtype) -> tuple[np.ndarray, BlockJacobian]:
         g = self.graph
@@ -86,12 +143,16 @@ class PoseGraphProblem:
             g.meas_rotations, g.meas_translations, out=self._buffers,
         )  # fmt: skip
         w = self.sqrt_info
-        r = np.einsum("eab,eb->ea", w, e).reshape(-1)
-        values = np.empty((g.num_edges, self.k, 2 * self.k))
-        np.matmul(w, ji, out=values[:, :, : self.k])
-        np.matmul(w, jj, out=values[:, :, self.k :])
-        jac = BlockJacobian(values.astype(dtype, copy=False), self._col_start, (self.k, self.k), self.num_parameters)
-        return r.astype(dtype, copy=False), jac
+        extra = 1 if self.has_completion_block else 0
+        values = np.zeros((g.num_edges + extra, self.k, 2 * self.k))
+        np.matmul(w, ji, out=values[: g.num_edges, :, : self.k])
+        np.matmul(w, jj, out=values[: g.num_edges, :, self.k :])
+        r = self._robustify(np.einsum("eab,eb->ea", w, e), values[: g.num_edges])
+        col_start = self._col_start
+        if extra:
+            col_start = np.concatenate([col_start, np.full((1, 2), -1, dtype=np.int64)])
+        jac = BlockJacobian(values.astype(dtype, copy=False), col_start, (self.k, self.k), self.num_parameters)
+        return r.reshape(-1).astype(dtype, copy=False), jac
 
     def retract(self, state: PoseState, delta: np.ndarray) -> PoseState:
         rot = state.rotations.copy()
@@ -128,6 +189,11 @@ def optimize_pose_graph(
     precision: PrecisionConfig | str = "mixed",
     options: SolverOptions | None = None,
     initialization: str = "chordal",
+    *,
+    loss: str = "trivial",
+    loss_scale: float = 1.0,
+    robust_edges: np.ndarray | None = None,
+    preconditioner_cache: PreconditionerCache | None = None,
 ) -> tuple[PoseGraph, SolverSummary]:
     """Optimise a pose graph. Returns the optimised graph and the solver summary.
 
@@ -137,6 +203,10 @@ def optimize_pose_graph(
     poses as they are. Chordal initialisation matters beyond the starting cost: the static
     preconditioner is factored at the first linearisation and stays good only if that point
     is already close to the optimum.
+
+    `loss` / `loss_scale` put a robust loss on the edges selected by `robust_edges` (all when
+    None), see :class:`PoseGraphProblem`. `preconditioner_cache` keeps the static preconditioner
+    across the solves of a graph that grows between them (incremental loop closure).
     """
     if isinstance(precision, str):
         from ..solver.precision import load_precision
@@ -148,8 +218,10 @@ def optimize_pose_graph(
     if initialization == "chordal":
         graph = chordal_initialization(graph)
     init_time = time.perf_counter() - start
-    problem = PoseGraphProblem(graph)
-    state, summary = solve(problem, problem.initial_state(), options or SolverOptions(), precision)
+    problem = PoseGraphProblem(graph, loss=loss, loss_scale=loss_scale, robust_edges=robust_edges)
+    state, summary = solve(
+        problem, problem.initial_state(), options or SolverOptions(), precision, preconditioner_cache
+    )
     summary.stage_times["initialization"] = init_time
     summary.stage_times["total"] += init_time
     summary.projected_information_edges = problem.num_projected_edges

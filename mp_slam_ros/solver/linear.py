@@ -424,6 +424,28 @@ class BlockIncompleteCholesky:
         """Stored blocks: strictly lower plus diagonal."""
         return int(self.lower64.shape[0] + self.dinv64.shape[0])
 
+    def extended(self, num_blocks: int) -> BlockIncompleteCholesky:
+        """This factor grown to `num_blocks` variables: the new ones go last in the ordering with
+        identity blocks and no coupling. That is the right diagonal for the column-scaled system
+        (unit diagonal), so a grown problem keeps the old factor where it still describes it."""
+        old = int(self.dinv64.shape[0])
+        if num_blocks < old:
+            raise ValueError(f"cannot extend a factor of {old} blocks to {num_blocks}")
+        if num_blocks == old:
+            return self
+        bs = self.block_size
+        added = num_blocks - old
+        return BlockIncompleteCholesky(
+            np.concatenate([self.lindptr, np.full(added, self.lindptr[-1], dtype=np.int64)]),
+            self.lindices,
+            self.lower64,
+            np.concatenate([self.dinv64, np.broadcast_to(np.eye(bs), (added, bs, bs))]),
+            np.concatenate([self.perm, np.arange(old, num_blocks, dtype=np.int64)]),
+            self.shift,
+            self.attempts,
+            self.fill_level,
+        )
+
     def stored(self, precision: Precision) -> BlockIncompleteCholesky:
         if self.precision is not precision:
             self.lvalues = store_values(self.lower64.reshape(-1), precision, "preconditioner")

@@ -180,6 +180,10 @@ class SolverSummary:
     fallbacks: list[FallbackEvent] = field(default_factory=list)
     projected_information_edges: int = 0  # edges whose information matrix was projected to PSD
     preconditioner_factorizations: int = 0
+    # Why the static preconditioner was (re)factored, one entry per factorisation, or that a cached
+    # factor from an earlier solve of the growing problem was reused (see PreconditionerCache).
+    preconditioner_events: list[str] = field(default_factory=list)
+    preconditioner_reused: bool = False
     preconditioner_shift: float = 0.0
     total_cg_iterations: int = 0
 
@@ -219,7 +223,8 @@ class SolverSummary:
             f"linear solve {t['linear_solve']:.4f}, update {t['update']:.4f}, "
             f"initialisation {t['initialization']:.4f}",
             f"  preconditioner : {self.preconditioner_factorizations} factorisation(s), "
-            f"diagonal shift {self.preconditioner_shift:g}",
+            f"diagonal shift {self.preconditioner_shift:g}"
+            + (f" ({'; '.join(self.preconditioner_events)})" if self.preconditioner_events else ""),
             f"  fp16 fallbacks : {self.num_fallbacks}",
             f"  PSD projection : {self.projected_information_edges} information matrices changed",
         ]
@@ -240,6 +245,57 @@ class SolverSummary:
         return json.dumps(self.to_dict(), **kwargs)
 
 
+@dataclass
+class PreconditionerCache:
+    """The static incomplete-Cholesky factor, kept across the solves of one growing problem.
+
+    The recipe factors the preconditioner once per problem. An incremental pose graph is one
+    problem that grows by a few poses per keyframe and is solved again after every loop closure,
+    so its factor is reused from solve to solve, the new variables appended with identity blocks
+    (:meth:`BlockIncompleteCholesky.extended`), until the variables or residual blocks have grown
+    by more than `growth_threshold` (a fraction) since the factorisation. The in-solve safety net
+    still applies: a step that needs more than ``ic_refactor_cg_iterations`` CG iterations
+    re-factors, and the cache takes the new factor. Pass the same cache to every solve of the
+    problem (``solve(..., preconditioner_cache=cache)``) and ``clear()`` it when the problem
+    is replaced. Only the ``pcg-ic`` linear solver uses it.
+    """
+
+    growth_threshold: float = 0.25
+    factor: BlockIncompleteCholesky | None = None
+    factored_columns: int = 0
+    factored_residual_blocks: int = 0
+    factorizations: int = 0
+    reuses: int = 0
+    last_event: str = ""
+
+    def clear(self) -> None:
+        self.factor = None
+        self.factored_columns = self.factored_residual_blocks = 0
+
+    def lookup(self, num_columns: int, num_residual_blocks: int, block_size: int) -> tuple[Any, str]:
+        """The cached factor grown to this problem, or None and why a new one is needed."""
+        if self.factor is None:
+            return None, "first factorisation"
+        if self.factor.block_size != block_size or num_columns < self.factored_columns:
+            return None, "the problem shrank or changed its block size"
+        growth = max(
+            (num_columns - self.factored_columns) / max(self.factored_columns, 1),
+            (num_residual_blocks - self.factored_residual_blocks) / max(self.factored_residual_blocks, 1),
+        )
+        if growth > self.growth_threshold:
+            threshold = 100 * self.growth_threshold
+            return None, f"the problem grew {100 * growth:.0f}% since the last factorisation (> {threshold:g}%)"
+        self.reuses += 1
+        return self.factor.extended(num_columns // block_size), ""
+
+    def store(self, factor: BlockIncompleteCholesky, num_columns: int, num_residual_blocks: int, event: str) -> None:
+        self.factor = factor
+        self.factored_columns = num_columns
+        self.factored_residual_blocks = num_residual_blocks
+        self.factorizations += 1
+        self.last_event = event
+
+
 class _LinearSystem:
     """Builds and solves the damped step at the configured precision, with loud fallbacks.
 
@@ -257,7 +313,9 @@ class _LinearSystem:
         self.iteration = 0
         self.block_size = 1
         self.refactor_next = False
+        self.refactor_reason = ""
         self.bad_fp16_steps = 0
+        self.cache: PreconditionerCache | None = None
 
     def _fallback(self, stage: str, reason: str) -> bool:
         """Widen one stage, loudly. False when it is already fp64 (nothing left to widen)."""
@@ -321,12 +379,28 @@ class _LinearSystem:
 
         stale = self.refactor_next
         self.refactor_next = False
-        if opts.linear_solver == "pcg-ic" and (
-            self.preconditioner is None or opts.ic_refactor_each_iteration or stale
-        ):
-            t0 = time.perf_counter()
-            self.preconditioner = self._factor_preconditioner(jac, norms)
-            times["preconditioner"] += time.perf_counter() - t0
+        if opts.linear_solver == "pcg-ic":
+            reason = ""
+            if self.preconditioner is None:
+                reason = "first factorisation"
+                if self.cache is not None and not opts.ic_refactor_each_iteration:
+                    self.preconditioner, reason = self.cache.lookup(
+                        jac.num_columns, jac.values.shape[0], self.block_size
+                    )
+                    if self.preconditioner is not None:
+                        self.summary.preconditioner_reused = True
+                        self.summary.preconditioner_events.append("reused the cached factor")
+            elif opts.ic_refactor_each_iteration:
+                reason = "refactor every iteration"
+            elif stale:
+                reason = self.refactor_reason
+            if self.preconditioner is None or reason:
+                t0 = time.perf_counter()
+                self.preconditioner = self._factor_preconditioner(jac, norms)
+                times["preconditioner"] += time.perf_counter() - t0
+                self.summary.preconditioner_events.append(reason)
+                if self.cache is not None:
+                    self.cache.store(self.preconditioner, jac.num_columns, jac.values.shape[0], reason)
         if opts.linear_solver == "cgnr" and opts.cgnr_preconditioner == "block_jacobi":
             t0 = time.perf_counter()
             self.jacobi = self._block_jacobi(jac, norms, damping_diag)
@@ -379,6 +453,8 @@ class _LinearSystem:
                     continue
             limit = opts.ic_refactor_cg_iterations
             self.refactor_next = self.preconditioner is not None and 0 < limit < res.iterations
+            if self.refactor_next:
+                self.refactor_reason = f"a step needed {res.iterations} CG iterations (> {limit})"
             return res, gradient
 
     @staticmethod
@@ -421,10 +497,13 @@ def solve(
     state: Any,
     options: SolverOptions | None = None,
     precision: PrecisionConfig | None = None,
+    preconditioner_cache: PreconditionerCache | None = None,
 ) -> tuple[Any, SolverSummary]:
     """Minimise 0.5 |r(x)|^2 from `state`. Returns the final state and a :class:`SolverSummary`.
 
     Costs in the summary are always accumulated in fp64, whatever the residual precision.
+    `preconditioner_cache` carries the static preconditioner from one solve of a growing problem
+    to the next (see :class:`PreconditionerCache`).
     """
     options = options or SolverOptions()
     precision = precision or PrecisionConfig.preset("fp64")
@@ -440,6 +519,7 @@ def solve(
     start = time.perf_counter()
     system = _LinearSystem(options, precision, summary)
     system.block_size = problem.block_size
+    system.cache = preconditioner_cache
     gauss_newton = options.algorithm == "gauss_newton"
     damping = 0.0 if gauss_newton else options.initial_damping
     nu = 2.0
