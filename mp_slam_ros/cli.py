@@ -94,9 +94,9 @@ def _demo(args: argparse.Namespace) -> int:
 def _replay(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from .replay import load_replay_config, open_sequence, replay
+    from .replay import load_slam_config, open_sequence, replay
 
-    config, topics = load_replay_config(args.config, mode=args.mode)
+    config, lc_config, topics = load_slam_config(args.config, mode=args.mode)
     for item in args.topic or []:
         key, sep, value = item.partition("=")
         if not sep or not hasattr(topics, key):
@@ -115,6 +115,7 @@ def _replay(args: argparse.Namespace) -> int:
         write_bag=not args.no_bag,
         storage=args.storage,
         max_frames=args.max_frames,
+        loop_closure=None if args.no_loop_closure else lc_config,
     )
     print(report.text())
     print(f"wrote {args.out}/ ({', '.join(report.outputs.values())}, report.json)")
@@ -138,6 +139,40 @@ def _synth(args: argparse.Namespace) -> int:
     written = export_sequence(sequence, args.out, formats=args.formats.split(","), progress=not args.no_progress)
     for fmt, path in written.items():
         print(f"{fmt:>8}: {path}")
+    return 0
+
+
+def _vocabulary(args: argparse.Namespace) -> int:
+    import time
+
+    from .loop.vocabulary import BinaryVocabulary, synthetic_training_sequences, training_descriptors
+    from .replay import open_sequence
+
+    if args.every < 1 or (args.max_images is not None and args.max_images < 1):
+        raise ValueError("--every and --max-images must be at least 1")
+    out_dir = Path(args.out).resolve().parent
+    if not out_dir.is_dir():  # fail now rather than after minutes of training
+        raise ValueError(f"--out {args.out}: directory {out_dir} does not exist")
+    t0 = time.perf_counter()
+    descriptor_sets = []
+    for item in args.input:
+        # 'synthetic' is the scene_seed=1 room, never the scene_seed=0 one the demo and tests use.
+        sequences = synthetic_training_sequences() if item == "synthetic" else [open_sequence(item, mode=args.mode)]
+        for sequence in sequences:
+            descriptor_sets += training_descriptors(
+                sequence, every=args.every, max_images=args.max_images, max_features=args.max_features,
+                progress=not args.no_progress,
+            )  # fmt: skip
+    num_descriptors = sum(len(d) for d in descriptor_sets)
+    print(f"{len(descriptor_sets)} images, {num_descriptors} descriptors")
+    vocabulary = BinaryVocabulary.train(
+        descriptor_sets, branching=args.branching, depth=args.depth, seed=args.seed, progress=not args.no_progress
+    )
+    vocabulary.save(args.out)
+    print(
+        f"{vocabulary.num_words} words (branching {vocabulary.branching}, depth {vocabulary.depth}) "
+        f"in {time.perf_counter() - t0:.1f} s; wrote {args.out}"
+    )
     return 0
 
 
@@ -176,14 +211,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser(
         "replay",
-        help="run visual odometry over a rosbag2 or an EuRoC folder (no ROS needed)",
-        description="Runs the VO pipeline frame by frame and writes odometry (TUM and a rosbag2 with "
-        "/odom, /tf, /path), report.json, and with ground truth ATE/RPE and plots.",
+        help="run visual odometry and loop closure over a rosbag2 or an EuRoC folder (no ROS needed)",
+        description="Runs the VO pipeline frame by frame and loop closure on every keyframe, as "
+        "slam.launch.py does live, and writes odometry (TUM and a rosbag2 with /odom, /tf, /path), the "
+        "loop-corrected trajectories (slam.tum, slam_live.tum, keyframes_slam.tum), report.json, and with "
+        "ground truth ATE of each trajectory, RPE and plots.",
     )
     r.add_argument("input", help="rosbag2 (folder, .db3 or .mcap) or EuRoC-style folder (with mav0/)")
     r.add_argument("--out", required=True, help="output directory")
     r.add_argument(
-        "--config", help="VO parameters: YAML, flat or in ROS params-file layout (vo_node: ros__parameters:)"
+        "--config",
+        help="parameters: YAML, flat or in ROS params-file layout (/**, vo_node and loop_closure_node "
+        "sections with ros__parameters:), e.g. config/profile_embedded.yaml",
     )
     r.add_argument("--precision", help="override the config's precision (fp64, fp32, mixed, fp16 or a YAML file)")
     r.add_argument("--mode", choices=("stereo", "rgbd"), help="override the config's mode (default: stereo)")
@@ -195,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--storage", choices=("sqlite3", "mcap"), default="sqlite3", help="output bag storage")
     r.add_argument("--no-bag", action="store_true", help="do not write the output rosbag2")
+    r.add_argument("--no-loop-closure", action="store_true", help="visual odometry only")
     r.add_argument("--max-frames", type=int, help="stop after this many frames")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.set_defaults(func=_replay)
@@ -214,6 +254,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.set_defaults(func=_synth)
+
+    v = sub.add_parser("vocabulary", help="binary ORB bag-of-words vocabulary for loop closure")
+    vsub = v.add_subparsers(dest="action", required=True)
+    vt = vsub.add_parser(
+        "train",
+        help="train a vocabulary from sequences",
+        description="Clusters ORB descriptors of the input images into a vocabulary tree (DBoW2 style) "
+        "and writes it as .npz (the loop-closure parameter vocabulary_file).",
+    )
+    vt.add_argument(
+        "input",
+        nargs="+",
+        help="rosbag2 (folder, .db3 or .mcap), EuRoC-style folder, or 'synthetic' (the scene_seed=1 room)",
+    )
+    vt.add_argument("--out", required=True, help="output .npz file")
+    vt.add_argument("--branching", type=int, default=10, help="children per node, k (default: 10)")
+    vt.add_argument("--depth", type=int, default=4, help="levels, L; at most k^L words (default: 4)")
+    vt.add_argument("--every", type=int, default=4, help="use every N-th frame (default: 4)")
+    vt.add_argument("--max-images", type=int, help="at most this many images per sequence")
+    vt.add_argument("--max-features", type=int, default=1000, help="features per image (default: 1000)")
+    vt.add_argument("--mode", choices=("stereo", "rgbd"), default="stereo", help="how to open bags (default: stereo)")
+    vt.add_argument("--seed", type=int, default=0, help="clustering seed (default: 0)")
+    vt.add_argument("--no-progress", action="store_true", help="no progress bars")
+    vt.set_defaults(func=_vocabulary)
     return parser
 
 

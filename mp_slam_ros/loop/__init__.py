@@ -1,0 +1,1 @@
+"""Loop closure: place recognition, geometric verification, pose graph."""
