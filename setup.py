@@ -42,6 +42,8 @@ setup(
     name=package_name,
     version='0.1.0',
     packages=find_packages(exclude=['test', 'test.*']),
+    # The bundled ORB vocabulary of loop closure (mp_slam_ros.loop.vocabulary.default_vocabulary).
+    package_data={'mp_slam_ros.loop': ['data/*.npz']},
     data_files=data_files,
     install_requires=[
         'numpy',
@@ -72,8 +74,9 @@ setup(
     entry_points={
         'console_scripts': [
             'mp-slam = mp_slam_ros.cli:main',
-            # ROS 2 node (needs rclpy; `ros2 run mp_slam_ros vo_node`).
+            # ROS 2 nodes (need rclpy; `ros2 run mp_slam_ros vo_node`).
             'vo_node = mp_slam_ros.ros.vo_node:main',
+            'loop_closure_node = mp_slam_ros.ros.loop_closure_node:main',
         ],
     },
 )

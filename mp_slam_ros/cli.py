@@ -85,9 +85,17 @@ def _ba(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import run_pgo_demo
+    from .demo import run_pgo_demo, run_slam_demo
 
-    run_pgo_demo(Path(args.out), num_poses=args.poses, seed=args.seed)
+    if args.pgo:
+        run_pgo_demo(Path(args.out), num_poses=args.poses, seed=args.seed)
+    elif args.quick:
+        run_slam_demo(
+            Path(args.out), width=320, height=240, rate_hz=10.0, num_pgo_problems=20,
+            pgo_sizes=(100, 300), progress=not args.no_progress,
+        )  # fmt: skip
+    else:
+        run_slam_demo(Path(args.out), num_pgo_problems=args.problems, progress=not args.no_progress)
     return 0
 
 
@@ -203,10 +211,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_solver_args(b, ("cgnr", "schur", "cholesky"), "cgnr")
     b.set_defaults(func=_ba)
 
-    d = sub.add_parser("demo", help="synthetic pose graph with loops, solved in fp64 and mixed, with a plot")
+    d = sub.add_parser(
+        "demo",
+        help="full SLAM on the synthetic two-lap room in mixed and fp64, PGO accuracy and time studies, plots",
+    )
     d.add_argument("--out", default="demo_out", help="output directory (default: demo_out)")
-    d.add_argument("--poses", type=int, default=2000)
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--problems", type=int, default=800, help="PGO problems of the cumulative-ATE study")
+    d.add_argument("--quick", action="store_true", help="small images, 20 PGO problems: a smoke run")
+    d.add_argument("--no-progress", action="store_true", help="no progress bars")
+    d.add_argument("--pgo", action="store_true", help="only the pose-graph demo: a synthetic 3D graph, fp64 vs mixed")
+    d.add_argument("--poses", type=int, default=2000, help="--pgo: poses of the synthetic graph")
+    d.add_argument("--seed", type=int, default=0, help="--pgo: seed of the synthetic graph")
     d.set_defaults(func=_demo)
 
     r = sub.add_parser(

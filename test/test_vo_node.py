@@ -262,7 +262,10 @@ def test_launch_arguments_are_declared(repo_root):
     tree = _launch_tree(repo_root)
     declared = set(_call_names(tree, "DeclareLaunchArgument"))
     used = set(_call_names(tree, "LaunchConfiguration"))
-    assert declared == {"precision", "mode", "use_sim_time", "namespace", "publish_tf", "params_file"}
+    topics = {f"{name}_topic" for name in ("left_image", "right_image", "left_info", "right_info", "rgb_image")}
+    topics |= {"depth_image_topic", "rgb_info_topic", "keyframe_pose_topic", "keyframe_cloud_topic", "keyframe_info_topic"}
+    common = {"precision", "profile", "mode", "use_sim_time", "namespace", "publish_tf", "params_file"}
+    assert declared == common | topics
     assert used <= declared, f"undeclared launch configurations: {used - declared}"
     assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description" for n in tree.body)
     constants = _module_constants(tree)

@@ -77,8 +77,8 @@ class LoopClosureConfig:
     max_consistency_rotation_deg: float = 1.0
     loop_translation_sigma: float = 0.01
     loop_rotation_sigma_deg: float = 0.3
-    odometry_translation_sigma: float = 0.005
-    odometry_rotation_sigma_deg: float = 0.1
+    odometry_translation_sigma: float = 0.01
+    odometry_rotation_sigma_deg: float = 0.3
     robust_loss: str = "cauchy"
     robust_loss_scale: float = 3.0
     outlier_weight: float = 0.05

@@ -1,20 +1,23 @@
-"""Every parameter of ``vo_node``, described once, without ROS.
+"""Every parameter of ``vo_node`` and ``loop_closure_node``, described once, without ROS.
 
-Two groups make up :data:`VO_NODE_PARAMETERS`:
+Each node's table has two groups:
 
-* the visual odometry's own parameters, generated from the fields of
-  :class:`~mp_slam_ros.vision.odometry.VOConfig`: defaults come from the dataclass and
-  descriptions from the ``Attributes`` sections of its docstring (and of
-  :class:`~mp_slam_ros.vision.features.FeatureOptions`, which documents the feature fields), so
-  adding a field to ``VOConfig`` adds a ROS parameter with no second list to update;
-* the node's own parameters (topics, frames, QoS, processing model, diagnostics); the topic
-  defaults are those of :class:`~mp_slam_ros.io.rosbag.BagTopics`, so a bag written by
-  ``mp-slam`` plays straight into the node.
+* the pipeline's own parameters, generated from the fields of its config dataclass
+  (:class:`~mp_slam_ros.vision.odometry.VOConfig` for :data:`VO_NODE_PARAMETERS`,
+  :class:`~mp_slam_ros.loop.config.LoopClosureConfig` for :data:`LC_NODE_PARAMETERS`): defaults
+  come from the dataclass and descriptions from the ``Attributes`` sections of its docstring (for
+  VO also of :class:`~mp_slam_ros.vision.features.FeatureOptions`, which documents the feature
+  fields), so adding a field to the config adds a ROS parameter with no second list to update;
+* the node's own parameters (topics, frames, QoS, processing model, timers, diagnostics).  The
+  VO input topic defaults are those of :class:`~mp_slam_ros.io.rosbag.BagTopics`, so a bag written
+  by ``mp-slam`` plays straight into the node; the loop-closure keyframe topics default to the
+  names ``vo_node`` publishes its keyframes on (:data:`KEYFRAME_TOPICS`).
 
-The node declares every spec with a ``ParameterDescriptor`` built from it; this module also
+The nodes declare every spec with a ``ParameterDescriptor`` built from it; this module also
 checks parameter files before a launch (:func:`check_parameter_file`) and renders the README
-table (:func:`markdown_table`).  ``python -m mp_slam_ros.ros.parameters --yaml`` prints a
-complete parameter file with the defaults (``config/vo.yaml`` is that output).
+tables (:func:`markdown_table`).  ``python -m mp_slam_ros.ros.parameters [--node NAME] --yaml``
+prints a complete parameter file with the defaults (``config/vo.yaml`` and
+``config/loop_closure.yaml`` are that output).
 """
 
 from __future__ import annotations
@@ -31,12 +34,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..io.rosbag import BagTopics
+from ..loop.config import LoopClosureConfig
+from ..solver.loss import LOSSES
 from ..vision.features import FeatureOptions
 from ..vision.odometry import VOConfig
 from ..vision.types import MODES
 
 __all__ = [
+    "KEYFRAME_TOPICS",
+    "LC_CONFIG_PARAMETERS",
+    "LC_NODE_NAME",
+    "LC_NODE_PARAMETERS",
     "NODE_NAME",
+    "NODE_NAMES",
     "PARAMETER_TYPES",
     "RELIABILITIES",
     "VO_CONFIG_PARAMETERS",
@@ -44,13 +54,26 @@ __all__ = [
     "ParameterSpec",
     "check_parameter_file",
     "default_values",
+    "lc_config_from_parameters",
     "markdown_table",
+    "node_parameter_file_yaml",
+    "node_parameters",
     "parameter_file_yaml",
+    "rigid_transform_problem",
     "spec",
     "vo_config_from_parameters",
 ]
 
+#: Name of the visual-odometry node (kept as ``NODE_NAME`` for the existing callers).
 NODE_NAME = "vo_node"
+#: Name of the loop-closure node.
+LC_NODE_NAME = "loop_closure_node"
+#: Every node with a parameter table here.
+NODE_NAMES = (NODE_NAME, LC_NODE_NAME)
+
+#: The (relative) topics ``vo_node`` publishes each keyframe on and ``loop_closure_node`` reads:
+#: pose (PoseStamped), cloud (PointCloud2), camera_info (CameraInfo), all with one stamp.
+KEYFRAME_TOPICS = ("keyframe/pose", "keyframe/cloud", "keyframe/camera_info")
 
 #: ROS 2 parameter types used here (rcl_interfaces/ParameterType names, lower case).
 PARAMETER_TYPES = ("bool", "int", "double", "string", "double_array", "string_array")
@@ -255,21 +278,23 @@ _VO_CHOICES: dict[str, tuple[str, ...]] = {
 _PY_TO_ROS = {bool: "bool", int: "int", float: "double", str: "string"}
 
 
-def _ros_type(name: str, annotation: Any) -> str:
+def _ros_type(owner: str, name: str, annotation: Any) -> str:
     if annotation in _PY_TO_ROS:
         return _PY_TO_ROS[annotation]
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin in (tuple, list) and args and args[0] in (float, str):
         return "double_array" if args[0] is float else "string_array"
-    raise TypeError(f"VOConfig.{name}: no ROS parameter type for annotation {annotation!r}")
+    raise TypeError(f"{owner}.{name}: no ROS parameter type for annotation {annotation!r}")
 
 
-def _vo_specs() -> tuple[ParameterSpec, ...]:
-    hints = typing.get_type_hints(VOConfig)
-    descriptions = _vo_descriptions()
+def _config_specs(cls: type, descriptions: Mapping[str, str], units: Mapping[str, str],
+                  choices: Mapping[str, tuple[str, ...]], lengths: Mapping[str, int], group: str
+                  ) -> tuple[ParameterSpec, ...]:
+    """One read-only spec per field of the config dataclass ``cls`` (the pipeline is built once)."""
+    hints = typing.get_type_hints(cls)
     specs = []
-    for f in dataclasses.fields(VOConfig):
-        ros_type = _ros_type(f.name, hints[f.name])
+    for f in dataclasses.fields(cls):
+        ros_type = _ros_type(cls.__name__, f.name, hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         if ros_type.endswith("_array"):
             default = list(default)
@@ -277,10 +302,14 @@ def _vo_specs() -> tuple[ParameterSpec, ...]:
             default = float(default)
         specs.append(ParameterSpec(
             name=f.name, type=ros_type, default=default, description=descriptions.get(f.name, ""),
-            unit=_VO_UNITS.get(f.name, ""), read_only=True, choices=_VO_CHOICES.get(f.name, ()),
-            length=16 if f.name == "T_base_camera" else None, group="vo",
+            unit=units.get(f.name, ""), read_only=True, choices=choices.get(f.name, ()),
+            length=lengths.get(f.name), group=group,
         ))  # fmt: skip
     return tuple(specs)
+
+
+def _vo_specs() -> tuple[ParameterSpec, ...]:
+    return _config_specs(VOConfig, _vo_descriptions(), _VO_UNITS, _VO_CHOICES, {"T_base_camera": 16}, "vo")
 
 
 VO_CONFIG_PARAMETERS: tuple[ParameterSpec, ...] = _vo_specs()
@@ -336,17 +365,111 @@ _NODE_SPECS: tuple[ParameterSpec, ...] = (
 #: Every parameter vo_node declares: the VOConfig fields, then the node's own.
 VO_NODE_PARAMETERS: tuple[ParameterSpec, ...] = VO_CONFIG_PARAMETERS + _NODE_SPECS
 
+# ---------------------------------------------------------------------------------------------
+# loop_closure_node: the LoopClosureConfig fields, then the node's own
+# ---------------------------------------------------------------------------------------------
+
+#: Units of the LoopClosureConfig fields (the docstring says "as the names say"; explicit here for
+#: the ParameterDescriptor and the README).  Counts and ratios have none.
+_LC_UNITS: dict[str, str] = {
+    "exclude_recent_keyframes": "keyframes",
+    "exclude_recent_seconds": "s",
+    "match_max_distance": "bits",
+    "pnp_reprojection_error": "px",
+    "max_consistency_translation": "m",
+    "max_consistency_rotation_deg": "deg",
+    "loop_translation_sigma": "m",
+    "loop_rotation_sigma_deg": "deg",
+    "odometry_translation_sigma": "m",
+    "odometry_rotation_sigma_deg": "deg",
+    "min_keyframes_between_loops": "keyframes",
+    "map_voxel_size": "m",
+}
+
+_LC_CHOICES: dict[str, tuple[str, ...]] = {"robust_loss": tuple(LOSSES)}
+
+LC_CONFIG_PARAMETERS: tuple[ParameterSpec, ...] = _config_specs(
+    LoopClosureConfig, _docstring_attributes(LoopClosureConfig), _LC_UNITS, _LC_CHOICES, {}, "loop_closure")
+
+_IDENTITY16 = [1.0 if i % 5 == 0 else 0.0 for i in range(16)]
+
+_LC_NODE_SPECS: tuple[ParameterSpec, ...] = (
+    ParameterSpec("keyframe_pose_topic", "string", KEYFRAME_TOPICS[0],
+                  "Keyframe pose (geometry_msgs/PoseStamped, base_link in odom), as vo_node publishes it."),
+    ParameterSpec("keyframe_cloud_topic", "string", KEYFRAME_TOPICS[1],
+                  "Keyframe features (sensor_msgs/PointCloud2, layout in mp_slam_ros.io.ros_messages)."),
+    ParameterSpec("keyframe_info_topic", "string", KEYFRAME_TOPICS[2],
+                  "Keyframe camera (sensor_msgs/CameraInfo; p holds the intrinsics of the cloud's u v)."),
+    ParameterSpec("T_base_camera", "double_array", _IDENTITY16,
+                  "Pose of the keyframe camera in base_link; must equal vo_node's T_base_camera (a '/**' "
+                  "section of a params file sets both).", unit="row-major 4x4, translation in m", length=16),
+    ParameterSpec("map_frame", "string", "map", "Frame of the corrected path, the landmark map and the TF parent.",
+                  read_only=False),
+    ParameterSpec("odom_frame", "string", "odom",
+                  "Odometry frame: the keyframe poses' frame and the child of the map -> odom transform.",
+                  read_only=False),
+    ParameterSpec("publish_tf", "bool", True, "Broadcast the map -> odom transform on /tf.", read_only=False),
+    ParameterSpec("tf_rate", "double", 20.0, "Rate of the map -> odom broadcast.", unit="Hz",
+                  read_only=False, value_range=(0.1, 1000.0)),
+    ParameterSpec("tf_future_tolerance", "double", 0.1,
+                  "map -> odom is stamped this far after the latest keyframe (or the clock, when later), so "
+                  "lookups of the newest odometry do not extrapolate.", unit="s", read_only=False,
+                  value_range=(0.0, 10.0)),
+    ParameterSpec("path_topic", "string", "path", "Corrected keyframe poses (nav_msgs/Path in map_frame)."),
+    ParameterSpec("map_topic", "string", "map_cloud",
+                  "Landmark map (sensor_msgs/PointCloud2, x y z float32 in map_frame)."),
+    ParameterSpec("map_publish_period", "double", 2.0,
+                  "Period of the landmark map (published only when it changed).", unit="s", read_only=False,
+                  value_range=(0.01, 3600.0)),
+    ParameterSpec("diagnostics_period", "double", 1.0, "Period of the /diagnostics status.", unit="s",
+                  read_only=False, value_range=(0.01, 3600.0)),
+    ParameterSpec("map_file", "string", "",
+                  "Map location (a directory: pose graph + keyframe database) of the ~/save_map and ~/load_map "
+                  "services and of load_map_on_start; '~' is expanded. Empty: the services refuse.",
+                  read_only=False),
+    ParameterSpec("load_map_on_start", "bool", False,
+                  "Load map_file at start-up; a missing or corrupt map stops the node with the file named."),
+    ParameterSpec("backlog_size", "int", 100,
+                  "Complete keyframe sets held for processing; the oldest is dropped (and counted) beyond this.",
+                  unit="keyframes", value_range=(1, 100000)),
+    ParameterSpec("input_reliability", "string", "reliable",
+                  "QoS reliability of the keyframe subscriptions. reliable (vo_node publishes reliably) loses "
+                  "no keyframe; best_effort also matches best-effort publishers.", choices=RELIABILITIES),
+    ParameterSpec("queue_size", "int", 100,
+                  "Depth of each keyframe subscription, and keyframe stamps waiting for their other messages.",
+                  unit="messages", value_range=(1, 10000)),
+)
+
+#: Every parameter loop_closure_node declares: the LoopClosureConfig fields, then the node's own.
+LC_NODE_PARAMETERS: tuple[ParameterSpec, ...] = LC_CONFIG_PARAMETERS + _LC_NODE_SPECS
+
 _BY_NAME: dict[str, ParameterSpec] = {s.name: s for s in VO_NODE_PARAMETERS}
 if len(_BY_NAME) != len(VO_NODE_PARAMETERS):
     raise RuntimeError("vo_node parameters: a node parameter has the name of a VOConfig field")
+_LC_BY_NAME: dict[str, ParameterSpec] = {s.name: s for s in LC_NODE_PARAMETERS}
+if len(_LC_BY_NAME) != len(LC_NODE_PARAMETERS):
+    raise RuntimeError("loop_closure_node parameters: a node parameter has the name of a LoopClosureConfig field")
+
+_TABLES: dict[str, tuple[ParameterSpec, ...]] = {NODE_NAME: VO_NODE_PARAMETERS, LC_NODE_NAME: LC_NODE_PARAMETERS}
 
 
-def spec(name: str) -> ParameterSpec:
-    """The spec of one parameter (KeyError with the known names if there is none)."""
+def node_parameters(node_name: str) -> tuple[ParameterSpec, ...]:
+    """The parameter table of a node by name (a namespaced ``/ns/vo_node`` works too)."""
+    base = node_name.strip("/").split("/")[-1]
     try:
-        return _BY_NAME[name]
+        return _TABLES[base]
     except KeyError:
-        raise KeyError(f"vo_node has no parameter {name!r}; known: {sorted(_BY_NAME)}") from None
+        raise ValueError(f"no parameter table for node {node_name!r}; known nodes: {list(_TABLES)}") from None
+
+
+def spec(name: str, node_name: str = NODE_NAME) -> ParameterSpec:
+    """The spec of one parameter of ``node_name`` (KeyError with the known names if there is none)."""
+    by_name = _LC_BY_NAME if node_parameters(node_name) is LC_NODE_PARAMETERS else _BY_NAME
+    try:
+        return by_name[name]
+    except KeyError:
+        base = node_name.strip("/").split("/")[-1]
+        raise KeyError(f"{base} has no parameter {name!r}; known: {sorted(by_name)}") from None
 
 
 def default_values(specs: Sequence[ParameterSpec] = VO_NODE_PARAMETERS) -> dict[str, Any]:
@@ -359,14 +482,10 @@ def default_values(specs: Sequence[ParameterSpec] = VO_NODE_PARAMETERS) -> dict[
 # ---------------------------------------------------------------------------------------------
 
 
-def vo_config_from_parameters(values: Mapping[str, Any]) -> VOConfig:
-    """The :class:`VOConfig` from parameter values (other keys, e.g. topic names, are ignored).
-
-    Missing fields take the dataclass defaults.  Raises ``ValueError`` naming the parameter for a
-    value of the wrong type or one ``VOConfig`` rejects.
-    """
+def _picked(specs: Sequence[ParameterSpec], values: Mapping[str, Any], node_name: str) -> dict[str, Any]:
+    """The values of ``specs`` present in ``values``, arrays as lists, each checked against its spec."""
     picked: dict[str, Any] = {}
-    for s in VO_CONFIG_PARAMETERS:
+    for s in specs:
         if s.name not in values:
             continue
         value = values[s.name]
@@ -374,9 +493,63 @@ def vo_config_from_parameters(values: Mapping[str, Any]) -> VOConfig:
             value = [float(v) if s.type == "double_array" else v for v in value]
         problem = s.problem(value)
         if problem:
-            raise ValueError(f"vo_node parameter '{s.name}' {problem}")
+            raise ValueError(f"{node_name} parameter '{s.name}' {problem}")
         picked[s.name] = value
+    return picked
+
+
+def vo_config_from_parameters(values: Mapping[str, Any]) -> VOConfig:
+    """The :class:`VOConfig` from parameter values (other keys, e.g. topic names, are ignored).
+
+    Missing fields take the dataclass defaults.  Raises ``ValueError`` naming the parameter for a
+    value of the wrong type or one ``VOConfig`` rejects.
+    """
+    picked = _picked(VO_CONFIG_PARAMETERS, values, NODE_NAME)
     return VOConfig.from_mapping(picked, source="vo_node parameters")
+
+
+def lc_config_from_parameters(values: Mapping[str, Any]) -> LoopClosureConfig:
+    """The :class:`LoopClosureConfig` from parameter values (other keys, e.g. topic names, are ignored).
+
+    Missing fields take the dataclass defaults.  Raises ``ValueError`` naming the parameter for a
+    value of the wrong type or one ``LoopClosureConfig`` rejects.
+    """
+    picked = _picked(LC_CONFIG_PARAMETERS, values, LC_NODE_NAME)
+    return LoopClosureConfig.from_mapping(picked, source="loop_closure_node parameters")
+
+
+def rigid_transform_problem(values: Sequence[float]) -> str | None:
+    """Why 16 row-major values are not a rigid transform (orthonormal rotation, last row 0 0 0 1), or None."""
+    if len(values) != 16:
+        return f"must have exactly 16 values, got {len(values)}"
+    T = [[float(values[4 * r + c]) for c in range(4)] for r in range(4)]
+    if max(abs(a - b) for a, b in zip(T[3], (0.0, 0.0, 0.0, 1.0), strict=True)) > 1e-9:
+        return "is not a rigid transform: the last row must be 0 0 0 1"
+    for i in range(3):
+        for j in range(3):
+            dot = sum(T[k][i] * T[k][j] for k in range(3))
+            if abs(dot - (1.0 if i == j else 0.0)) > 1e-6:
+                return "is not a rigid transform: the rotation part is not orthonormal"
+    return None
+
+
+def _validate_vo(values: Mapping[str, Any]) -> None:
+    vo_config_from_parameters(values)
+
+
+def _validate_lc(values: Mapping[str, Any]) -> None:
+    lc_config_from_parameters(values)
+    if "T_base_camera" in values:
+        problem = rigid_transform_problem(list(values["T_base_camera"]))
+        if problem:
+            raise ValueError(f"loop_closure_node parameter 'T_base_camera' {problem}")
+
+
+# Cross-field checks beyond each value's own spec: what the pipeline's config would refuse at start-up.
+_VALIDATORS: dict[str, typing.Callable[[Mapping[str, Any]], None]] = {
+    NODE_NAME: _validate_vo,
+    LC_NODE_NAME: _validate_lc,
+}
 
 
 def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -406,7 +579,7 @@ def _section_applies(key: str, node_name: str) -> bool:
 
 
 def check_parameter_file(
-    yaml_dict: Any, node_name: str = NODE_NAME, specs: Sequence[ParameterSpec] = VO_NODE_PARAMETERS
+    yaml_dict: Any, node_name: str = NODE_NAME, specs: Sequence[ParameterSpec] | None = None
 ) -> list[str]:
     """Problems of a ROS 2 params file (already ``yaml.safe_load``-ed) for ``node_name``; empty if fine.
 
@@ -414,10 +587,14 @@ def check_parameter_file(
     a namespaced name or a wildcard (``/**``).  Sections of other nodes are ignored, but a file
     with no section for the node is a problem.  Reports unknown parameters, values of the wrong
     type (including ``1`` for a double), values outside the choices or range, and values the
-    ``VOConfig`` rejects.  ``use_sim_time`` is accepted (rclpy declares it).
+    node's config (``VOConfig``, ``LoopClosureConfig``) rejects.  ``use_sim_time`` is accepted
+    (rclpy declares it).  ``specs`` defaults to the table of ``node_name`` (:func:`node_parameters`).
     """
+    if specs is None:
+        specs = node_parameters(node_name)
     if not isinstance(yaml_dict, Mapping):
         return [f"a params file must be a mapping of node names, got {type(yaml_dict).__name__}"]
+    base_name = node_name.strip("/").split("/")[-1]
     by_name = {s.name: s for s in specs}
     problems: list[str] = []
     merged: dict[str, Any] = {}
@@ -448,8 +625,8 @@ def check_parameter_file(
             s = by_name.get(name)
             if s is None and name.startswith("precision.") and "precision" in by_name:
                 if not precision_block_reported:
-                    problems.append(f"{key}: 'precision' is a block here (a precision preset file?); vo_node takes "
-                                    "'precision: <fp64|fp32|mixed|fp16 or the preset file's path>'")
+                    problems.append(f"{key}: 'precision' is a block here (a precision preset file?); {base_name} "
+                                    "takes 'precision: <fp64|fp32|mixed|fp16 or the preset file's path>'")
                     precision_block_reported = True
                 continue
             if s is None:
@@ -465,9 +642,10 @@ def check_parameter_file(
     if sections == 0:
         problems.append(f"no section applies to node '{node_name}' (keys: {sorted(map(str, yaml_dict))}); "
                         f"use '{node_name}:' or '/**:' with 'ros__parameters:' under it")
-    if not problems:
+    validate = _VALIDATORS.get(base_name) if base_name in _TABLES and specs is _TABLES[base_name] else None
+    if not problems and validate is not None:
         try:
-            vo_config_from_parameters(merged)
+            validate(merged)
         except ValueError as err:
             problems.append(str(err))
     return problems
@@ -480,7 +658,7 @@ def _md_cell(text: str) -> str:
 def _md_default(s: ParameterSpec) -> str:
     value = s.default
     if isinstance(value, list):
-        if s.name == "T_base_camera" and value == [float(v) for v in (1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1)]:
+        if s.name == "T_base_camera" and value == _IDENTITY16:
             return "identity"
         return "[" + ", ".join(_fmt(v) for v in value) + "]"
     if isinstance(value, str):
@@ -513,15 +691,28 @@ def _yaml_scalar(value: Any) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def parameter_file_yaml(specs: Sequence[ParameterSpec] = VO_NODE_PARAMETERS, node_key: str = "/**") -> str:
-    """A complete ROS 2 params file with every parameter at its default, each with its description."""
-    lines = [
+#: Header of each node's generated params file.
+_FILE_HEADERS = {
+    NODE_NAME: (
         "# Every vo_node parameter with its default, generated by `python -m mp_slam_ros.ros.parameters --yaml`",
         "# (regenerate after changing a default). Not loaded by vo.launch.py: copy the keys you change into",
         "# your own file and pass it as params_file:=... (applied last).",
-        f"{node_key}:",
-        "  ros__parameters:",
-    ]
+    ),
+    LC_NODE_NAME: (
+        "# Every loop_closure_node parameter with its default, generated by",
+        "# `python -m mp_slam_ros.ros.parameters --node loop_closure_node --yaml` (regenerate after changing a",
+        "# default). Not loaded by loop_closure.launch.py or slam.launch.py: copy the keys you change into your",
+        "# own file and pass it as params_file:=... (applied last). The section names the node, so the same file",
+        "# given to slam.launch.py does not reach vo_node.",
+    ),
+}
+
+
+def parameter_file_yaml(specs: Sequence[ParameterSpec] = VO_NODE_PARAMETERS, node_key: str = "/**",
+                        node_name: str = NODE_NAME) -> str:
+    """A complete ROS 2 params file with every parameter at its default, each with its description."""
+    header = _FILE_HEADERS.get(node_name, (f"# Every {node_name} parameter with its default.",))
+    lines = [*header, f"{node_key}:", "  ros__parameters:"]
     for s in specs:
         comment = s.full_description
         if s.constraints:
@@ -531,23 +722,35 @@ def parameter_file_yaml(specs: Sequence[ParameterSpec] = VO_NODE_PARAMETERS, nod
     return "\n".join(lines) + "\n"
 
 
+#: Section key of each node's generated params file.  vo.yaml keeps its historical ``/**``; the
+#: loop-closure file names its node so that, passed to slam.launch.py, it does not reach vo_node.
+_FILE_KEYS = {NODE_NAME: "/**", LC_NODE_NAME: f"/**/{LC_NODE_NAME}"}
+
+
+def node_parameter_file_yaml(node_name: str) -> str:
+    """The generated params file of ``node_name`` (``config/vo.yaml``, ``config/loop_closure.yaml``)."""
+    return parameter_file_yaml(node_parameters(node_name), _FILE_KEYS[node_name], node_name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Print the parameter table or a defaults params file; check params files."""
+    """Print a node's parameter table or a defaults params file; check params files for that node."""
     parser = argparse.ArgumentParser(prog="python -m mp_slam_ros.ros.parameters", description=main.__doc__)
+    parser.add_argument("--node", choices=NODE_NAMES, default=NODE_NAME,
+                        help=f"the node whose parameters are meant (default {NODE_NAME})")
     parser.add_argument("--markdown", action="store_true", help="print the README parameter table")
     parser.add_argument("--yaml", action="store_true", help="print a params file with every default")
-    parser.add_argument("--check", nargs="*", default=[], metavar="FILE", help="check params files for vo_node")
+    parser.add_argument("--check", nargs="*", default=[], metavar="FILE", help="check params files for the node")
     args = parser.parse_args(argv)
     if args.markdown:
-        print(markdown_table(), end="")
+        print(markdown_table(node_parameters(args.node)), end="")
     if args.yaml:
-        print(parameter_file_yaml(), end="")
+        print(node_parameter_file_yaml(args.node), end="")
     status = 0
     for path in args.check:
         import yaml
 
         with open(path) as f:
-            problems = check_parameter_file(yaml.safe_load(f))
+            problems = check_parameter_file(yaml.safe_load(f), node_name=args.node)
         for problem in problems:
             print(f"{path}: {problem}")
         status = status or int(bool(problems))
