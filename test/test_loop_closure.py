@@ -106,7 +106,7 @@ def test_match_descriptors_is_one_to_one():
     rng = np.random.default_rng(3)
     train = rng.integers(0, 256, (50, 32), dtype=np.uint8)
     query = np.concatenate([train[:20], train[:20]])  # every train feature wanted twice
-    qi, ti = match_descriptors(query, train, 64, 0.9)
+    _, ti = match_descriptors(query, train, 64, 0.9)
     assert len(np.unique(ti)) == len(ti) == 20
 
 

@@ -49,10 +49,7 @@ def test_robust_cost_is_half_sum_of_rho(synthetic, loss):
     r = plain.residuals(state, np.dtype(np.float64)).reshape(-1, 6)
     s = np.einsum('ea,ea->e', r, r)
     b = 4.0
-    if loss == 'cauchy':
-        rho = b * np.log1p(s / b)
-    else:
-        rho = np.where(s <= b, s, 2 * 2.0 * np.sqrt(s) - b)
+    rho = b * np.log1p(s / b) if loss == 'cauchy' else np.where(s <= b, s, 2 * 2.0 * np.sqrt(s) - b)
     expected = 0.5 * (s[~mask].sum() + rho[mask].sum())
     assert robust.cost(state) == pytest.approx(expected, rel=1e-12)
     # The linearisation's residuals give the same cost (the completion block closes the gap).
@@ -77,10 +74,17 @@ def test_robust_gradient_matches_finite_differences(synthetic):
 
 def test_robust_weights_match_the_loss_derivative():
     s = np.array([0.0, 0.5, 1.0, 4.0, 100.0])
-    for kind, b in ((1, 1.0), (2, 1.0)):
+    b = 1.0
+
+    def huber(x):
+        return np.where(x <= b, x, 2 * np.sqrt(b * x) - b)
+
+    def cauchy(x):
+        return b * np.log1p(x / b)
+
+    for kind, rho in ((1, huber), (2, cauchy)):
         rho1, deficit = robust_weights(s, kind, b)
         h = 1e-6
-        rho = (lambda x: np.where(x <= b, x, 2 * np.sqrt(b * x) - b)) if kind == 1 else (lambda x: b * np.log1p(x / b))
         numeric = (rho(s + h) - rho(np.maximum(s - h, 0))) / (s + h - np.maximum(s - h, 0))
         np.testing.assert_allclose(rho1[1:], numeric[1:], rtol=1e-5)
         np.testing.assert_allclose(deficit, rho(s) - rho1 * s, atol=1e-12)
