@@ -4,12 +4,13 @@
 #
 #   make venv       create/refresh .venv (python3 >= 3.10), editable install + test tools
 #   make test       colcon build + colcon test (whole suite) + colcon test-result
-#   make demo       .venv/bin/mp-slam demo --out demo_out
+#   make demo       render the two-lap room, full SLAM (VO + loop closure) in mixed and fp64, PGO studies, plots
 #   make lint       ruff check
 #   make bench-pgo  install the gtsam benchmark peer, run benchmarks/bench_pgo.py
 #   make bench-ba   install the gtsam benchmark peer, run benchmarks/bench_ba.py (BAL problems)
 #   make bench-ba-windows  run benchmarks/bench_ba_windows.py (VO window timing and accuracy)
 #   make bench-vo   run benchmarks/bench_vo.py (VO accuracy and speed per precision: room + EuRoC)
+#   make bench-loop run benchmarks/bench_loop.py (loop closure on the room) and bench_loop_pgo.py (PGO curve, 800 problems)
 #   make demo-vo    render the synthetic two-lap room (mcap bag) and replay it through VO (mixed)
 #   make bench-readme      copy the headline benchmark tables into README.md
 #   make clean      remove build/ install/ log/ demo_out/ and egg-info (keeps .venv)
@@ -46,7 +47,7 @@ VENV_PATH := $(CURDIR)/$(VBIN):$(PATH)
 COLCON_PKG := --paths .
 COLCON_BASES := --build-base $(BUILD_BASE) --install-base $(INSTALL_BASE)
 
-.PHONY: venv demo demo-vo test lint bench-pgo bench-ba bench-ba-windows bench-vo bench-readme clean distclean
+.PHONY: venv demo demo-vo test lint bench-pgo bench-ba bench-ba-windows bench-vo bench-loop bench-readme clean distclean
 
 venv: $(STAMP)
 
@@ -119,6 +120,10 @@ bench-ba-windows: $(STAMP)
 
 bench-vo: $(STAMP)
 	$(VPY) benchmarks/bench_vo.py
+
+bench-loop: $(STAMP)
+	$(VPY) benchmarks/bench_loop.py
+	$(VPY) benchmarks/bench_loop_pgo.py
 
 bench-readme: $(STAMP)
 	$(VPY) benchmarks/readme_tables.py
