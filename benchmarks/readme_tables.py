@@ -3,7 +3,8 @@
 
 The README quotes measured numbers only; this keeps them identical to the last benchmark run.
 Run after the benchmarks (`bench_pgo.py`, `bench_kernels.py`, `bench_ba.py`, `bench_ba_windows.py`,
-`bench_ba_kernels.py`, `bench_vo.py`); a results file that does not exist is skipped with a message.
+`bench_ba_kernels.py`, `bench_vo.py`, `bench_loop.py`, `bench_loop_pgo.py`); a results file that does not
+exist is skipped with a message.
 
     python benchmarks/readme_tables.py                 # update README.md
     python benchmarks/readme_tables.py --stdout        # print the block instead
@@ -36,6 +37,19 @@ SOURCES: tuple[tuple[str, tuple[str, ...]], ...] = (
     # bench_ba_kernels.py's file is one "##" section (tables per problem below it): all of it.
     ("ba_kernels.md", ("Bundle-adjustment CG products",)),
     ("vo.md", ("VO: ",)),
+    (
+        "loop.md",
+        (
+            "Loop closure: synthetic two-lap room",
+            "Loop closure: the same keyframes",
+            "Loop closure: repeated-texture",
+            "Loop closure: targets",
+        ),
+    ),
+    (
+        "loop_pgo.md",
+        ("PGO solve time against keyframes", "Targets: mixed-precision PGO", "ATE over 800 PGO problems"),
+    ),
 )
 HEADING = re.compile(r"^(#{1,6}) (.*)$")
 
