@@ -86,13 +86,13 @@ def _node_sections(data: Any, source: str) -> dict[str, dict[str, Any]]:
     ros_layout = any(isinstance(v, dict) and "ros__parameters" in v for v in data.values())
     if not ros_layout:
         return {_VO_NODE: dict(data), _LC_NODE: dict(data)}
-    from .ros.parameters import _section_applies
+    from .ros.parameters import section_applies
 
     for key, section in data.items():
         if not (isinstance(section, dict) and "ros__parameters" in section):
             raise ValueError(f"{source}: section {key!r} has no ros__parameters")
         for node in out:
-            if _section_applies(str(key), node):
+            if section_applies(str(key), node):
                 out[node].update(section["ros__parameters"] or {})
     return out
 

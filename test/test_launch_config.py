@@ -210,7 +210,7 @@ def _targets(doc: dict) -> set[str]:
     for key in doc:
         last = str(key).strip("/").split("/")[-1]
         if last not in ("**", "*", ""):
-            out |= {n for n in P.NODE_NAMES if P._section_applies(str(key), n)}
+            out |= {n for n in P.NODE_NAMES if P.section_applies(str(key), n)}
     return out
 
 

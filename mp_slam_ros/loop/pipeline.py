@@ -40,9 +40,9 @@ import numpy as np
 from ..io.errors import InputFormatError
 from ..io.g2o import read_pose_graph, write_g2o
 from ..pgo.graph import PoseGraph
-from ..pgo.problem import PoseGraphProblem, optimize_pose_graph
+from ..pgo.problem import PoseGraphProblem
 from ..solver import lie
-from ..solver.lm import PreconditionerCache, SolverOptions, SolverSummary
+from ..solver.lm import PreconditionerCache, SolverOptions, SolverSummary, solve
 from ..solver.precision import PrecisionConfig, load_precision
 from ..vision.types import Keyframe, PinholeCamera
 from .config import LoopClosureConfig
@@ -342,16 +342,13 @@ class LoopClosure:
         cfg = self.config
         graph, is_loop = self.pose_graph()
         t0 = time.perf_counter()
-        result, summary = optimize_pose_graph(
-            graph, self.precision, self.solver_options, "given",
-            loss=cfg.robust_loss, loss_scale=cfg.robust_loss_scale, robust_edges=is_loop,
-            preconditioner_cache=self._cache,
-        )  # fmt: skip
-        elapsed = time.perf_counter() - t0
+        # The problem is built once: it solves, then says which loops its loss switched off.
         problem = PoseGraphProblem(
-            result, loss=cfg.robust_loss, loss_scale=cfg.robust_loss_scale, robust_edges=is_loop
+            graph, loss=cfg.robust_loss, loss_scale=cfg.robust_loss_scale, robust_edges=is_loop
         )
-        weights = problem.edge_weights(problem.initial_state())[is_loop]
+        state, summary = solve(problem, problem.initial_state(), self.solver_options, self.precision, self._cache)
+        elapsed = time.perf_counter() - t0
+        weights = problem.edge_weights(state)[is_loop]
         outliers = np.nonzero(weights < cfg.outlier_weight)[0]
         removed = [self.loops[k] for k in outliers]
         if removed:
@@ -367,8 +364,8 @@ class LoopClosure:
                     e.query_id, e.match_id, w, cfg.outlier_weight,
                 )  # fmt: skip
         poses = self._T_map_base.view
-        poses[:, :3, :3] = result.rotations
-        poses[:, :3, 3] = result.translations
+        poses[:, :3, :3] = state.rotations
+        poses[:, :3, 3] = state.translations
         self._pose_version += 1
         s = self.stats
         s.pgo_runs += 1

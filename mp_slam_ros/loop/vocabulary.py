@@ -32,11 +32,9 @@ detection). Training is deterministic: the same seed and input give the same voc
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import io
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -47,6 +45,7 @@ from numba import njit, types
 from numba.extending import intrinsic
 
 from ..io.errors import InputFormatError
+from ..io.files import atomic_write_bytes
 
 if TYPE_CHECKING:
     from ..vision.types import Sequence as FrameSequence
@@ -528,7 +527,7 @@ class BinaryVocabulary:
         """Write a compressed ``.npz``, atomically (a reader never sees half a vocabulary)."""
         buf = io.BytesIO()
         np.savez_compressed(buf, **self.to_arrays())
-        _atomic_write_bytes(path, buf.getvalue())
+        atomic_write_bytes(path, buf.getvalue())
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> BinaryVocabulary:
@@ -595,34 +594,6 @@ def _split(desc: np.ndarray, k: int, rng: np.random.Generator) -> tuple[list[np.
     # centres nobody chose are dropped, which cannot change any descriptor's nearest centre.
     used = np.flatnonzero(np.bincount(labels, minlength=centers.shape[0]) > 0)
     return [centers[c] for c in used], [np.flatnonzero(labels == c) for c in used]
-
-
-def _atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Temp file in the target directory, fsync, rename: an interrupted save leaves the old file."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    except OSError as exc:  # name the file asked for, not the temporary one
-        raise type(exc)(exc.errno, exc.strerror, path) from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        # mkstemp creates 0600; give the file the mode a plain open() would have.
-        try:
-            mode = os.stat(path).st_mode & 0o777
-        except FileNotFoundError:
-            umask = os.umask(0)
-            os.umask(umask)
-            mode = 0o666 & ~umask
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 @functools.lru_cache(maxsize=1)

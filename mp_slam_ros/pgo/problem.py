@@ -80,8 +80,8 @@ class PoseGraphProblem:
         """Whether residuals end with the cost-completion block (c, 0, ...) of a robust loss."""
         return self._loss_kind != 0 and bool(self.robust_edges.any())
 
-    def edge_weights(self, state: PoseState) -> np.ndarray:
-        """rho'(s) of every edge at `state`: 1 for least-squares edges, near 0 for rejected outliers."""
+    def _whitened_errors(self, state: PoseState) -> np.ndarray:
+        """W e per edge (m, k), before any loss: e = Log(Z^-1 Ti^-1 Tj)."""
         g = self.graph
         rij, tij = lie.between(
             state.rotations[g.edge_i], state.translations[g.edge_i],
@@ -89,11 +89,15 @@ class PoseGraphProblem:
         )  # fmt: skip
         re, te = lie.between(g.meas_rotations, g.meas_translations, rij, tij)
         e = lie.se2_log(re, te) if self.dim == 2 else lie.se3_log(re, te)
-        r = np.einsum("eab,eb->ea", self.sqrt_info, e)
-        weights = np.ones(g.num_edges)
+        return np.einsum("eab,eb->ea", self.sqrt_info, e)
+
+    def edge_weights(self, state: PoseState) -> np.ndarray:
+        """rho'(s) of every edge at `state`: 1 for least-squares edges, near 0 for rejected outliers."""
+        weights = np.ones(self.graph.num_edges)
         if self.has_completion_block:
             mask = self.robust_edges
-            weights[mask] = robust_weights(np.einsum("ea,ea->e", r[mask], r[mask]), self._loss_kind, self._loss_b)[0]
+            r = self._whitened_errors(state)[mask]
+            weights[mask] = robust_weights(np.einsum("ea,ea->e", r, r), self._loss_kind, self._loss_b)[0]
         return weights
 
     def _robustify(self, r: np.ndarray, jac_values: np.ndarray | None) -> np.ndarray:
@@ -124,14 +128,7 @@ class PoseGraphProblem:
         return PoseState(self.graph.rotations.copy(), self.graph.translations.copy())
 
     def residuals(self, state: PoseState, dtype: np.dtype) -> np.ndarray:
-        g = self.graph
-        rij, tij = lie.between(
-            state.rotations[g.edge_i], state.translations[g.edge_i],
-            state.rotations[g.edge_j], state.translations[g.edge_j],
-        )  # fmt: skip
-        re, te = lie.between(g.meas_rotations, g.meas_translations, rij, tij)
-        e = lie.se2_log(re, te) if self.dim == 2 else lie.se3_log(re, te)
-        r = self._robustify(np.einsum("eab,eb->ea", self.sqrt_info, e), None)
+        r = self._robustify(self._whitened_errors(state), None)
         return r.reshape(-1).astype(dtype, copy=False)
 
     def linearize(self, state: PoseState, dtype: np.dtype) -> tuple[np.ndarray, BlockJacobian]:

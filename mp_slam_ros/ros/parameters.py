@@ -60,6 +60,7 @@ __all__ = [
     "node_parameters",
     "parameter_file_yaml",
     "rigid_transform_problem",
+    "section_applies",
     "spec",
     "vo_config_from_parameters",
 ]
@@ -564,7 +565,7 @@ def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _section_applies(key: str, node_name: str) -> bool:
+def section_applies(key: str, node_name: str) -> bool:
     """Whether a params-file node key (``/**``, ``vo_node``, ``/ns/vo_node``, ``/**/vo_*``) selects the node.
 
     The node's namespace is not known here, so any namespace part is accepted; only the last
@@ -602,7 +603,7 @@ def check_parameter_file(
     precision_block_reported = False
     for key, section in yaml_dict.items():
         key = str(key)
-        if not _section_applies(key, node_name):
+        if not section_applies(key, node_name):
             continue
         sections += 1
         if not isinstance(section, Mapping) or "ros__parameters" not in section:
