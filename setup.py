@@ -45,21 +45,25 @@ setup(
     # The bundled ORB vocabulary of loop closure (mp_slam_ros.loop.vocabulary.default_vocabulary).
     package_data={'mp_slam_ros.loop': ['data/*.npz']},
     data_files=data_files,
+    # Compatible ranges.  The floors are the oldest versions tested (requirements/oldest.in, `make
+    # test-oldest`), set by what ROS 2 Jazzy's platform ships; the exact versions of a normal run are in
+    # requirements/lock.txt.  Upper bounds only where a release is known to break.
     install_requires=[
-        'numpy',
-        'scipy',
-        'numba',
-        'PyYAML',
-        'matplotlib',
-        'tqdm',
+        'numpy>=1.26.4,<3',
+        'scipy>=1.11.4',
+        'numba>=0.59.1',
+        'PyYAML>=6.0.1',
+        'matplotlib>=3.6.3',
+        'tqdm>=4.64.1',
         # The vision front end (rosdep: python3-opencv).
-        'opencv-python-headless',
+        'opencv-python-headless>=4.6.0.66',
         # rosbag2 (sqlite3 and mcap) reading and writing without a ROS install.
-        'rosbags',
+        'rosbags>=0.10.0',
     ],
     extras_require={
         # mpmath: 100-digit references for the Lie-group series expansions in test_lie.py.
-        'test': ['pytest', 'mpmath'],
+        # pytest 9 removed the py.path hook arguments launch_testing's plugin (Jazzy) still declares.
+        'test': ['pytest>=7.4.4,<9', 'mpmath>=1.3.0'],
         # Benchmark-only reference implementation (not needed at run time).
         'bench': ['gtsam'],
         # Cross-check of the ATE/RPE metrics against evo (benchmark-only).

@@ -11,6 +11,7 @@ from mp_slam_ros.io.trajectory import Trajectory
 from mp_slam_ros.loop.config import LoopClosureConfig
 from mp_slam_ros.loop.pipeline import GRAPH_FILE, KEYFRAMES_FILE, LoopClosure, MapFileError
 from mp_slam_ros.loop.verification import match_descriptors, verify_loop
+from mp_slam_ros.sim.scene import REPEAT_PERIOD_M
 from mp_slam_ros.sim.sequence import make_sequence
 from mp_slam_ros.solver import lie
 from mp_slam_ros.vision.odometry import VisualOdometry, VOConfig
@@ -149,8 +150,16 @@ def test_repeated_texture_proposes_wrong_places_but_no_false_loop_survives(repea
     assert wrong, 'the repeated texture should make appearance alone propose wrong places'
     survivors = lc.loops
     assert survivors
-    for e in survivors:
-        assert repeated_room.loop_error(e.query_id, e.match_id, e.T_match_query) < 0.05
+    # A false loop through the repeated texture puts the query a whole tile period (2.048 m) away from
+    # where it is; a true loop is off by its measurement error.  So the bound that tells the two apart is
+    # a fraction of the period, not a measurement accuracy: with OpenCV 5's PnP-RANSAC one true revisit
+    # (139 -> 14, 6.7 cm apart, 43 of 73 matches inliers) is measured 5.3 cm off (4.x: below 5 cm).
+    errors = [repeated_room.loop_error(e.query_id, e.match_id, e.T_match_query) for e in survivors]
+    for e, error in zip(survivors, errors, strict=True):
+        assert repeated_room.distance(e.query_id, e.match_id) < 0.5, (e.query_id, e.match_id)
+        assert error < REPEAT_PERIOD_M / 4, (e.query_id, e.match_id, error)
+    # The loops that survive are accurate as a whole (median 7.9 mm measured; the odometry drifts 6.7 cm).
+    assert np.median(errors) < 0.02, np.median(errors)
     # What got past geometry was switched off by the robust loss and removed from the graph.
     assert lc.stats.loops_removed_by_graph == sum(r.rejected.get('graph_outlier', 0) for r in results)
     assert _ate(lc, repeated_room.ground_truth) < _ate(lc, repeated_room.ground_truth, corrected=False)

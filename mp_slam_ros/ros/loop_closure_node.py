@@ -32,12 +32,10 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Path
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -46,6 +44,7 @@ from std_srvs.srv import Trigger
 from tf2_ros import TransformBroadcaster
 
 from ..io.ros_messages import importlib_factory
+from .base_node import descriptor, plain, run_node, steady_timer
 from .loop_closure_core import (
     KEYFRAME_PARTS,
     KeyframeAssembler,
@@ -56,18 +55,10 @@ from .loop_closure_core import (
 )
 from .parameters import LC_NODE_NAME, LC_NODE_PARAMETERS
 from .vo_core import FrameBacklog
-from .vo_node import descriptor
 
 __all__ = ["LoopClosureNode", "main"]
 
 _MESSAGE_TYPES = {"pose": PoseStamped, "cloud": PointCloud2, "info": CameraInfo}
-
-
-def _plain(value: Any) -> Any:
-    # rclpy returns arrays as array.array / numpy; the specs want lists.
-    if isinstance(value, (str, bytes, bool, int, float)) or value is None:
-        return value
-    return list(value)
 
 
 class LoopClosureNode(Node):
@@ -77,7 +68,7 @@ class LoopClosureNode(Node):
         super().__init__(node_name, **kwargs)
         for s in LC_NODE_PARAMETERS:
             self.declare_parameter(s.name, s.default, descriptor(s))
-        values = {s.name: _plain(self.get_parameter(s.name).value) for s in LC_NODE_PARAMETERS}
+        values = {s.name: plain(self.get_parameter(s.name).value) for s in LC_NODE_PARAMETERS}
         self._factory = importlib_factory()
         self.runner = LoopClosureRunner(values, self._factory)
         if values["load_map_on_start"]:
@@ -132,11 +123,11 @@ class LoopClosureNode(Node):
         if "map_publish_period" in changed:
             if self._map_timer is not None:
                 self.destroy_timer(self._map_timer)
-            self._map_timer = self.create_timer(s.map_publish_period, self._publish_map)
+            self._map_timer = steady_timer(self, s.map_publish_period, self._publish_map)
         if "diagnostics_period" in changed:
             if self._diag_timer is not None:
                 self.destroy_timer(self._diag_timer)
-            self._diag_timer = self.create_timer(s.diagnostics_period, self._publish_diagnostics)
+            self._diag_timer = steady_timer(self, s.diagnostics_period, self._publish_diagnostics)
 
     def _publish_tf(self) -> None:
         msg = self.runner.tf_message(self.get_clock().now().nanoseconds)
@@ -161,12 +152,15 @@ class LoopClosureNode(Node):
             complete = self.assembler.put(part, msg)
             if complete is not None:
                 self.diagnostics.record_received()
-                self.backlog.put(complete)
+                if self.backlog.put(complete):
+                    self.get_logger().warning(
+                        f"keyframe backlog full ({self.backlog.capacity}): dropped the oldest keyframe, "
+                        f"{self.backlog.dropped} so far; raise backlog_size", throttle_duration_sec=5.0)
 
         return receive
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
-        changes = {p.name: _plain(p.value) for p in params}
+        changes = {p.name: plain(p.value) for p in params}
         outcome = self.runner.set_parameters(changes)
         if outcome.successful:
             self._make_timers(outcome.changed)
@@ -175,7 +169,11 @@ class LoopClosureNode(Node):
     # -- services ---------------------------------------------------------------------------
     def _answer(self, response: Trigger.Response, ok: bool, message: str) -> Trigger.Response:
         response.success, response.message = ok, message
-        (self.get_logger().info if ok else self.get_logger().error)(message)
+        # Two call sites: rclpy fixes a call site's severity at its first call.
+        if ok:
+            self.get_logger().info(message)
+        else:
+            self.get_logger().error(message)
         return response
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
@@ -223,7 +221,7 @@ class LoopClosureNode(Node):
         for line in out.info:
             self.get_logger().info(line)
         for warning in out.warnings:
-            self.get_logger().warning(warning, throttle_duration_sec=5.0)
+            self.get_logger().warning(warning)
 
     def destroy_node(self) -> None:
         """Stop the worker before the publishers it uses go away."""
@@ -233,21 +231,10 @@ class LoopClosureNode(Node):
         super().destroy_node()
 
 
-def main(args: list[str] | None = None) -> None:
-    """``ros2 run mp_slam_ros loop_closure_node``: spin until Ctrl-C or shutdown."""
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = LoopClosureNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+def main(args: list[str] | None = None) -> int:
+    """``ros2 run mp_slam_ros loop_closure_node``: spin until Ctrl-C, SIGTERM or shutdown; 0 on a clean stop."""
+    return run_node(LoopClosureNode, args)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

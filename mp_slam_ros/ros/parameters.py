@@ -430,8 +430,11 @@ _LC_NODE_SPECS: tuple[ParameterSpec, ...] = (
                   read_only=False),
     ParameterSpec("load_map_on_start", "bool", False,
                   "Load map_file at start-up; a missing or corrupt map stops the node with the file named."),
-    ParameterSpec("backlog_size", "int", 100,
-                  "Complete keyframe sets held for processing; the oldest is dropped (and counted) beyond this.",
+    # 1000 keyframes hold 100 s of keyframes at 10 Hz: far more than the slowest PGO a profile allows
+    # (20 LM iterations at 10,000 keyframes), so a cold start or a long PGO loses nothing.
+    ParameterSpec("backlog_size", "int", 1000,
+                  "Complete keyframe sets held for processing; the oldest is dropped beyond this, with a "
+                  "warning in the log and WARN in the diagnostics.",
                   unit="keyframes", value_range=(1, 100000)),
     ParameterSpec("input_reliability", "string", "reliable",
                   "QoS reliability of the keyframe subscriptions. reliable (vo_node publishes reliably) loses "

@@ -31,19 +31,11 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
 from message_filters import ApproximateTimeSynchronizer, Subscriber
 from nav_msgs.msg import Odometry
-from rcl_interfaces.msg import (
-    FloatingPointRange,
-    IntegerRange,
-    ParameterDescriptor,
-    ParameterType,
-    SetParametersResult,
-)
-from rclpy.executors import ExternalShutdownException
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -51,48 +43,16 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from tf2_ros import TransformBroadcaster
 
 from ..io.ros_messages import importlib_factory, keyframe_to_messages, make_odometry, make_transform_stamped
-from .parameters import NODE_NAME, VO_NODE_PARAMETERS, ParameterSpec, spec, vo_config_from_parameters
+from .base_node import descriptor, plain, run_node, steady_timer
+from .parameters import NODE_NAME, VO_NODE_PARAMETERS, spec, vo_config_from_parameters
 from .vo_core import DiagnosticsAccumulator, FrameBacklog, StepOutput, VORunner, input_names
 
 __all__ = ["VisualOdometryNode", "main"]
-
-_ROS_TYPES = {
-    "bool": ParameterType.PARAMETER_BOOL,
-    "int": ParameterType.PARAMETER_INTEGER,
-    "double": ParameterType.PARAMETER_DOUBLE,
-    "string": ParameterType.PARAMETER_STRING,
-    "double_array": ParameterType.PARAMETER_DOUBLE_ARRAY,
-    "string_array": ParameterType.PARAMETER_STRING_ARRAY,
-}
 
 _DIAGNOSTIC_LEVELS = {0: DiagnosticStatus.OK, 1: DiagnosticStatus.WARN, 2: DiagnosticStatus.ERROR}
 
 # Keyframes feed loop closure: keep a deep reliable queue so a slow subscriber loses none.
 _KEYFRAME_QOS_DEPTH = 100
-
-
-def descriptor(s: ParameterSpec) -> ParameterDescriptor:
-    """The ParameterDescriptor of a spec (type, description with unit, constraints, range, read-only)."""
-    d = ParameterDescriptor(
-        name=s.name,
-        type=_ROS_TYPES[s.type],
-        description=s.full_description,
-        additional_constraints=s.constraints,
-        read_only=s.read_only,
-    )
-    if s.value_range is not None and s.type == "int":
-        d.integer_range = [IntegerRange(from_value=int(s.value_range[0]), to_value=int(s.value_range[1]), step=0)]
-    elif s.value_range is not None and s.type == "double":
-        d.floating_point_range = [FloatingPointRange(from_value=float(s.value_range[0]),
-                                                     to_value=float(s.value_range[1]), step=0.0)]
-    return d
-
-
-def _plain(value: Any) -> Any:
-    # rclpy returns arrays as array.array / numpy; the specs and VOConfig want lists.
-    if isinstance(value, (str, bytes, bool, int, float)) or value is None:
-        return value
-    return list(value)
 
 
 class VisualOdometryNode(Node):
@@ -102,7 +62,7 @@ class VisualOdometryNode(Node):
         super().__init__(node_name, **kwargs)
         for s in VO_NODE_PARAMETERS:
             self.declare_parameter(s.name, s.default, descriptor(s))
-        values = {s.name: _plain(self.get_parameter(s.name).value) for s in VO_NODE_PARAMETERS}
+        values = {s.name: plain(self.get_parameter(s.name).value) for s in VO_NODE_PARAMETERS}
         for s in VO_NODE_PARAMETERS:
             problem = s.problem(values[s.name])
             if problem:
@@ -142,7 +102,7 @@ class VisualOdometryNode(Node):
         self._sync.registerCallback(self._on_synchronised)
 
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        self._diag_timer = self.create_timer(values["diagnostics_period"], self._publish_diagnostics)
+        self._diag_timer = steady_timer(self, values["diagnostics_period"], self._publish_diagnostics)
         self._worker = threading.Thread(target=self._work, name="vo_worker", daemon=True)
         self._worker.start()
         self.get_logger().info(
@@ -154,7 +114,11 @@ class VisualOdometryNode(Node):
     # -- input ------------------------------------------------------------------------------
     def _on_synchronised(self, *msgs: Any) -> None:
         self.diagnostics.record_received()
-        self.backlog.put(msgs)
+        if self.backlog.put(msgs) and self.backlog.keep_all:
+            # Live mode (newest frame only) drops by design and only counts; every-frame mode must not.
+            self.get_logger().warning(
+                f"frame backlog full ({self.backlog.capacity}): dropped the oldest frame, {self.backlog.dropped} "
+                "so far; raise backlog_size", throttle_duration_sec=5.0)
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         for p in params:
@@ -166,7 +130,7 @@ class VisualOdometryNode(Node):
                 return SetParametersResult(successful=False, reason=str(err.args[0]))
             if s.read_only:
                 continue  # rclpy refuses the change itself, with the descriptor's read_only
-            problem = s.problem(_plain(p.value))
+            problem = s.problem(plain(p.value))
             if problem:
                 return SetParametersResult(successful=False, reason=f"'{p.name}' {problem}")
         for p in params:
@@ -238,21 +202,10 @@ class VisualOdometryNode(Node):
         super().destroy_node()
 
 
-def main(args: list[str] | None = None) -> None:
-    """``ros2 run mp_slam_ros vo_node``: spin until Ctrl-C or shutdown."""
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = VisualOdometryNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+def main(args: list[str] | None = None) -> int:
+    """``ros2 run mp_slam_ros vo_node``: spin until Ctrl-C, SIGTERM or shutdown; 0 on a clean stop."""
+    return run_node(VisualOdometryNode, args)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,0 +1,188 @@
+"""What the ROS 2 end-to-end tests share: synthetic bags, a recording node, service and parameter calls.
+
+Imported only by tests that already skipped without rclpy.  Every test that uses it runs real
+processes over real DDS, kept on this host (``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``) and in a
+private domain (``make test-ros`` sets ``ROS_DOMAIN_ID``; :func:`private_ros_env` picks one otherwise).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseStamped
+from nav_msgs.msg import Odometry
+from nav_msgs.msg import Path as PathMsg
+from rcl_interfaces.msg import Parameter as ParameterMsg
+from rcl_interfaces.msg import ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from std_srvs.srv import Trigger
+from tf2_msgs.msg import TFMessage
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIG = REPO_ROOT / "config"
+LAUNCH = REPO_ROOT / "launch"
+
+
+def private_ros_env() -> dict[str, str]:
+    """The environment of a ROS 2 subprocess: this host only, a test-private domain."""
+    env = dict(os.environ)
+    env.setdefault("ROS_DOMAIN_ID", "77")
+    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    env["PYTHONUNBUFFERED"] = "1"
+    env.setdefault("RCUTILS_COLORIZED_OUTPUT", "0")
+    return env
+
+
+os.environ.update({k: v for k, v in private_ros_env().items() if k.startswith(("ROS_", "RCUTILS_"))})
+
+
+def synth_bag(out_dir: Path, mode: str, duration: float | None = None) -> Path:
+    """A synthetic two-lap room (320x240, 10 Hz) as an mcap rosbag2, as `mp-slam synth` writes it."""
+    cmd = [sys.executable, "-m", "mp_slam_ros.cli", "synth", "--trajectory", "two_lap_room", "--mode", mode,
+           "--formats", "mcap", "--width", "320", "--height", "240", "--rate", "10", "--out", str(out_dir),
+           "--no-progress"]
+    if duration is not None:
+        cmd += ["--duration", str(duration)]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=private_ros_env())
+    bags = sorted(p for p in out_dir.iterdir() if p.is_dir() and p.name.endswith("_mcap"))
+    assert len(bags) == 1, f"expected one mcap bag in {out_dir}, got {bags}"
+    return bags[0]
+
+
+def write_params(path: Path, profile: str = "desktop", **vo_overrides: Any) -> Path:
+    """A params file: the profile's sections plus ``vo_overrides`` for vo_node (replay reads it too)."""
+    import yaml
+
+    data = yaml.safe_load((CONFIG / f"profile_{profile}.yaml").read_text())
+    data["/**/vo_node"]["ros__parameters"].update(vo_overrides)
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@dataclass
+class Recording:
+    """Everything the recorder saw, by topic (thread-safe appends from the executor thread)."""
+
+    odom: list[tuple[int, np.ndarray, float]] = field(default_factory=list)  # stamp, position, arrival [s]
+    keyframes: list[int] = field(default_factory=list)
+    tf: list[tuple[str, str, int]] = field(default_factory=list)  # parent, child, stamp
+    tf_static: list[tuple[str, str]] = field(default_factory=list)
+    diagnostics: dict[str, list[tuple[int, str, dict[str, str]]]] = field(default_factory=dict)
+    path: Any = None
+
+
+class Recorder(Node):
+    """Subscribes to what the SLAM nodes publish and keeps it in a :class:`Recording`."""
+
+    def __init__(self) -> None:
+        super().__init__("mp_slam_test_recorder")
+        self.rec = Recording()
+        self.lock = threading.Lock()
+        reliable = QoSProfile(depth=2000, reliability=ReliabilityPolicy.RELIABLE)
+        latched = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.create_subscription(Odometry, "/odom", self._on_odom, reliable)
+        self.create_subscription(PoseStamped, "/keyframe/pose", self._on_keyframe, reliable)
+        self.create_subscription(TFMessage, "/tf", self._on_tf, reliable)
+        self.create_subscription(TFMessage, "/tf_static", self._on_tf_static, latched)
+        self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, reliable)
+        self.create_subscription(PathMsg, "/path", self._on_path, latched)
+
+    @staticmethod
+    def _ns(stamp: Any) -> int:
+        return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+    def _on_odom(self, msg: Odometry) -> None:
+        p = msg.pose.pose.position
+        with self.lock:
+            self.rec.odom.append((self._ns(msg.header.stamp), np.array([p.x, p.y, p.z]), time.monotonic()))
+
+    def _on_keyframe(self, msg: PoseStamped) -> None:
+        with self.lock:
+            self.rec.keyframes.append(self._ns(msg.header.stamp))
+
+    def _on_tf(self, msg: TFMessage) -> None:
+        with self.lock:
+            self.rec.tf.extend((t.header.frame_id, t.child_frame_id, self._ns(t.header.stamp)) for t in msg.transforms)
+
+    def _on_tf_static(self, msg: TFMessage) -> None:
+        with self.lock:
+            self.rec.tf_static.extend((t.header.frame_id, t.child_frame_id) for t in msg.transforms)
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        with self.lock:
+            for s in msg.status:
+                level = s.level[0] if isinstance(s.level, bytes) else int(s.level)
+                self.rec.diagnostics.setdefault(s.name, []).append(
+                    (level, s.message, {kv.key: kv.value for kv in s.values}))
+
+    def _on_path(self, msg: PathMsg) -> None:
+        with self.lock:
+            self.rec.path = msg
+
+    def last_diagnostics(self, node: str) -> tuple[int, str, dict[str, str]] | None:
+        with self.lock:
+            for name, entries in self.rec.diagnostics.items():
+                if name.startswith(f"/{node}:") and entries:
+                    return entries[-1]
+        return None
+
+    def spin_until(self, condition, timeout: float, what: str) -> None:
+        """Spin until ``condition()`` holds; fails with ``what`` after ``timeout`` seconds."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            rclpy.spin_once(self, timeout_sec=0.1)
+            if condition():
+                return
+        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+    def spin_for(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            rclpy.spin_once(self, timeout_sec=0.05)
+
+    def call(self, service_type: Any, name: str, request: Any, timeout: float = 20.0) -> Any:
+        """Call a service and wait for its answer (the node must stay alive to give one)."""
+        client = self.create_client(service_type, name)
+        try:
+            assert client.wait_for_service(timeout_sec=timeout), f"service {name} not available"
+            future = client.call_async(request)
+            self.spin_until(future.done, timeout, f"the answer of {name}")
+            return future.result()
+        finally:
+            self.destroy_client(client)
+
+    def trigger(self, name: str) -> Any:
+        return self.call(Trigger, name, Trigger.Request())
+
+    def set_parameter(self, node: str, name: str, value: Any) -> Any:
+        """``ros2 param set``: the node's SetParametersResult."""
+        v = ParameterValue()
+        if isinstance(value, bool):
+            v.type, v.bool_value = ParameterType.PARAMETER_BOOL, value
+        elif isinstance(value, int):
+            v.type, v.integer_value = ParameterType.PARAMETER_INTEGER, value
+        elif isinstance(value, float):
+            v.type, v.double_value = ParameterType.PARAMETER_DOUBLE, value
+        else:
+            v.type, v.string_value = ParameterType.PARAMETER_STRING, str(value)
+        request = SetParameters.Request(parameters=[ParameterMsg(name=name, value=v)])
+        return self.call(SetParameters, f"/{node}/set_parameters", request).results[0]
+
+
+def play_bag(bag: Path, timeout: float) -> subprocess.CompletedProcess:
+    """``ros2 bag play --clock`` of ``bag`` to its end."""
+    return subprocess.run(["ros2", "bag", "play", "--clock", "100", str(bag)], env=private_ros_env(),
+                          capture_output=True, text=True, timeout=timeout, check=False)
