@@ -31,6 +31,7 @@ from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+VO, LC = "vo_node", "loop_closure_node"
 CONFIG = REPO_ROOT / "config"
 LAUNCH = REPO_ROOT / "launch"
 
@@ -186,3 +187,83 @@ def play_bag(bag: Path, timeout: float) -> subprocess.CompletedProcess:
     """``ros2 bag play --clock`` of ``bag`` to its end."""
     return subprocess.run(["ros2", "bag", "play", "--clock", "100", str(bag)], env=private_ros_env(),
                           capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def check_bag_replay(tc: Any, r: Recorder, bag: Path, params: Path, work: Path, image_topic: str,
+                     expect_loops: bool) -> None:
+    """Play ``bag`` into the running slam.launch.py and check it as a robot user would (module doc)."""
+    # The nodes compile their kernels before they subscribe: play only once both listen.
+    r.spin_until(lambda: r.count_publishers("/odom") > 0 and r.count_subscribers(image_topic) > 0
+                 and r.count_subscribers("/keyframe/pose") > 1, 120.0, "vo_node and loop_closure_node")
+    played = play_bag(bag, timeout=300.0)
+    tc.assertEqual(played.returncode, 0, played.stderr)
+    frames = frame_count(bag, image_topic)
+    # Whatever is still queued gets two seconds: a node that keeps up has (almost) nothing left.
+    r.spin_for(2.0)
+    rec = r.rec
+    with r.lock:
+        odom = list(rec.odom)
+        keyframes = list(rec.keyframes)
+    # Odometry at >= 90 % of the input frame rate: what is missing two seconds after the bag ended
+    # was dropped or is still queued behind a node that does not keep up.
+    tc.assertGreaterEqual(len(odom), 0.9 * frames, f"{len(odom)} odometry messages for {frames} frames")
+
+    # Live equals offline: `mp-slam replay` of the same bag with the same parameters.
+    out = work / "offline"
+    subprocess.run([sys.executable, "-m", "mp_slam_ros.cli", "replay", str(bag), "--out", str(out),
+                    "--config", str(params), "--precision", "mixed", "--no-bag", "--no-loop-closure",
+                    "--no-progress"], check=True, env=private_ros_env(), stdout=subprocess.DEVNULL)
+    offline = read_tum(out / "odometry.tum")
+    live = {round(stamp * 1e-6): p for stamp, p, _ in odom}  # by millisecond: TUM stamps are decimal
+    common = sorted(set(live) & set(offline))
+    tc.assertGreaterEqual(len(common), 0.9 * frames)
+    diff = np.array([np.linalg.norm(live[s] - offline[s]) for s in common])
+    tc.assertLessEqual(float(np.sqrt(np.mean(diff**2))), 1e-3, f"live vs offline RMS {diff.mean()}")
+    tc.assertLessEqual(float(diff.max()), 1e-3)
+
+    # Keyframes reach loop closure, loops close, nothing dropped; the diagnostics are OK.
+    r.spin_until(lambda: (d := r.last_diagnostics(LC)) is not None
+                 and int(d[2].get("keyframes", -1)) == len(keyframes), 60.0,
+                 f"loop closure to hold all {len(keyframes)} keyframes")
+    level, message, values = r.last_diagnostics(LC)
+    tc.assertGreater(len(keyframes), 20)
+    tc.assertEqual(int(values["dropped keyframes"]), 0)
+    tc.assertEqual(int(values["incomplete keyframe sets"]), 0)
+    if expect_loops:
+        tc.assertGreater(int(values["loops accepted"]), 0, message)
+    r.spin_for(1.5)  # one more period: a period with drops or errors would be WARN / ERROR
+    level, message, values = r.last_diagnostics(LC)
+    tc.assertEqual(level, 0, message)
+    vo_level, vo_message, vo_values = r.last_diagnostics(VO)
+    tc.assertEqual(vo_level, 0, vo_message)
+    tc.assertEqual(int(vo_values.get("dropped frames", "0")), 0, vo_values)
+
+    # TF: map -> odom -> base_link, stamped in bag time; the extrinsic comes from the bag.
+    with r.lock:
+        tf = list(rec.tf)
+        static = list(rec.tf_static)
+    first, last = min(s for s, _, _ in odom), max(s for s, _, _ in odom)
+    pairs = {(p, c) for p, c, _ in tf}
+    tc.assertIn(("odom", "base_link"), pairs)
+    tc.assertIn(("map", "odom"), pairs)
+    for parent, child, stamp in tf:
+        tc.assertTrue(first - 1e9 <= stamp <= last + 1e9, f"{parent}->{child} at {stamp} ns: not bag time")
+    tc.assertTrue(any(p == "base_link" for p, _ in static), static)
+
+
+def frame_count(bag: Path, topic: str) -> int:
+    import yaml
+
+    meta = yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    counts = {t["topic_metadata"]["name"]: t["message_count"] for t in meta["topics_with_message_count"]}
+    return int(counts[topic])
+
+
+def read_tum(path: Path) -> dict[int, np.ndarray]:
+    out = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        t, x, y, z = (float(v) for v in line.split()[:4])
+        out[round(t * 1e3)] = np.array([x, y, z])
+    return out

@@ -33,6 +33,10 @@ def test_every_format_reads_back_the_same_frames(tmp_path: Path, mode: str) -> N
             else:
                 assert np.array_equal(a.depth, b.depth)  # the simulator already rounds depth to mm
         np.testing.assert_allclose(back.ground_truth.poses, seq.ground_truth.poses, atol=1e-9)
+        # The extrinsic travels too (EuRoC T_BS, the bags' /tf_static), so ground truth stays base_link's.
+        np.testing.assert_allclose(back.T_base_camera, seq.T_base_camera, atol=1e-9)
+        if fmt != "euroc":
+            assert back.camera_frame.endswith("_optical_frame") and back.T_base_camera_source.startswith("/tf_static")
         if mode == "stereo":
             np.testing.assert_allclose(back.T_left_right, seq.T_left_right, atol=1e-9)
     gt = read_tum(written["tum"])

@@ -335,6 +335,7 @@ def read_euroc(
         T_base_camera=T_BS0,
         ground_truth=gt,
         name=name,
+        T_base_camera_source="EuRoC T_BS (cam0/sensor.yaml)",
     )
 
 

@@ -11,6 +11,11 @@ colour) image is paired with the right (or depth) image whose stamp is nearest, 
 each other's nearest and at most ``sync_tolerance_ns`` apart, like message_filters'
 approximate-time policy for two topics.  A frame's stamp is the left (colour) image's stamp.
 
+The camera extrinsic ``T_base_camera`` is read from ``/tf_static`` (tf2_msgs/TFMessage, REP-105),
+chained from ``base_frame`` to the left (colour) image's ``header.frame_id``; the writer puts
+``base_link -> camera_left_optical_frame`` (and the right / colour camera) there, once at the
+start with transient-local ("latched") QoS in the metadata, so ``ros2 bag play`` re-latches it.
+
 Bags are written as rosbag2 metadata version 8 with ROS 2 Humble message definitions.
 Problems with a bag raise :class:`BagError` (a ``ValueError``) naming the bag and topic.
 """
@@ -23,12 +28,13 @@ import shutil
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mp_slam_ros.io.frames import EXTRINSIC_ASSUMED, chain_transforms
 from mp_slam_ros.io.ros_messages import (
     DEPTH_ENCODINGS,
     MessageFormatError,
@@ -78,11 +84,19 @@ GREY_ENCODINGS = ("mono8", "8UC1", "bgr8", "rgb8", "bgra8", "rgba8", "mono16")
 #: Message types accepted on the ground-truth topic (all give ``base_link`` in the world frame).
 GROUND_TRUTH_TYPES = ("geometry_msgs/msg/PoseStamped", "geometry_msgs/msg/TransformStamped", "nav_msgs/msg/Odometry")
 
-#: ``header.frame_id`` values :func:`write_sequence_bag` uses.
-FRAME_IDS = {"left": "cam0", "right": "cam1", "rgb": "camera_color_optical_frame", "world": "world"}
+#: ``header.frame_id`` values :func:`write_sequence_bag` uses (REP-103 names: the images are in
+#: optical frames, the body is ``base_link``).
+FRAME_IDS = {
+    "base": "base_link",
+    "left": "camera_left_optical_frame",
+    "right": "camera_right_optical_frame",
+    "rgb": "camera_color_optical_frame",
+    "world": "world",
+}
 
 _IMAGE = "sensor_msgs/msg/Image"
 _INFO = "sensor_msgs/msg/CameraInfo"
+_TF = "tf2_msgs/msg/TFMessage"
 _BAG_VERSION = 8  # the newest layout whose QoS serialisation ROS 2 Humble still reads
 
 
@@ -110,6 +124,7 @@ class BagTopics:
     Defaults: EuRoC-style stereo (``/cam0``, ``/cam1``) and RealSense-style RGB-D with depth
     aligned to colour.  ``ground_truth`` (geometry_msgs/PoseStamped of ``base_link`` in a world
     frame; TransformStamped and Odometry are read too) is optional; None disables it.
+    ``tf_static`` (tf2_msgs/TFMessage) gives the camera extrinsic; None disables it.
     """
 
     left_image: str = "/cam0/image_raw"
@@ -120,6 +135,7 @@ class BagTopics:
     depth_image: str = "/camera/aligned_depth_to_color/image_raw"
     rgb_info: str = "/camera/color/camera_info"
     ground_truth: str | None = "/ground_truth/pose"
+    tf_static: str | None = "/tf_static"
 
 
 def humble_typestore() -> Any:
@@ -187,6 +203,11 @@ def _check_topics(path: Path, mode: str, topics: BagTopics, available: dict[str,
         have = available[gt].msgtype
         if have is None or normalise_type_name(have) not in GROUND_TRUTH_TYPES:
             raise BagError(path, gt, f"ground truth must be one of {GROUND_TRUTH_TYPES}, the bag has {have}")
+    tf = topics.tf_static
+    if tf and tf in available:
+        have = available[tf].msgtype
+        if have is None or normalise_type_name(have) != _TF:
+            raise BagError(path, tf, f"BagTopics.tf_static must carry {_TF}, the bag has {have}")
 
 
 def _gt_matrix(msg: Any) -> np.ndarray:
@@ -224,6 +245,10 @@ class _Index:
     infos: dict[str, Any]
     sizes: dict[str, tuple[int, int]]
     gt: list[tuple[int, np.ndarray]]
+    # Static transforms as (parent, child, T_parent_child), in bag order (later ones win).
+    tf_static: list[tuple[str, str, np.ndarray]] = field(default_factory=list)
+    # header.frame_id of the first message per image topic.
+    frame_ids: dict[str, str] = field(default_factory=dict)
 
 
 def _index_bag(reader: Any, path: Path, mode: str, topics: BagTopics, progress: bool) -> _Index:
@@ -234,7 +259,8 @@ def _index_bag(reader: Any, path: Path, mode: str, topics: BagTopics, progress: 
     image_a, image_b = required[0][1], required[1][1]
     info_topics = {topic for _, topic, msgtype in required if msgtype == _INFO}
     gt_topic = topics.ground_truth if topics.ground_truth in reader.topics else None
-    wanted = {image_a, image_b, *info_topics} | ({gt_topic} if gt_topic else set())
+    tf_topic = topics.tf_static if topics.tf_static in reader.topics else None
+    wanted = {image_a, image_b, *info_topics} | {t for t in (gt_topic, tf_topic) if t}
     conns = [c for c in reader.connections if c.topic in wanted]
     encodings_ok = {image_a: GREY_ENCODINGS, image_b: GREY_ENCODINGS if mode == "stereo" else DEPTH_ENCODINGS}
     index = _Index([], [], {}, {}, [])
@@ -252,6 +278,14 @@ def _index_bag(reader: Any, path: Path, mode: str, topics: BagTopics, progress: 
                 index.gt.append((stamp_to_ns(msg.header.stamp), _gt_matrix(msg)))
             except ValueError as err:
                 raise BagError(path, topic, f"bad ground-truth message: {err}") from err
+        elif topic == tf_topic:
+            for ts in msg.transforms:
+                try:
+                    T = transform_to_matrix(ts.transform)
+                except ValueError as err:
+                    raise BagError(path, topic, f"bad transform {ts.header.frame_id} -> {ts.child_frame_id}: "
+                                   f"{err}") from err
+                index.tf_static.append((str(ts.header.frame_id), str(ts.child_frame_id), T))
         else:
             encoding = str(msg.encoding)
             if encoding not in encodings_ok[topic]:
@@ -259,6 +293,7 @@ def _index_bag(reader: Any, path: Path, mode: str, topics: BagTopics, progress: 
                 raise BagError(path, topic, f"{kind} encoding {encoding!r} is not supported; "
                                f"expected one of {encodings_ok[topic]}")
             index.sizes.setdefault(topic, (int(msg.width), int(msg.height)))
+            index.frame_ids.setdefault(topic, str(msg.header.frame_id))
             (index.stamps_a if topic == image_a else index.stamps_b).append(stamp_to_ns(msg.header.stamp))
     return index
 
@@ -289,6 +324,7 @@ def read_bag_sequence(
     rectified: bool = False,
     T_left_right: np.ndarray | None = None,
     progress: bool = False,
+    base_frame: str = FRAME_IDS["base"],
 ) -> Sequence:
     """A :class:`Sequence` from a rosbag2 (directory, ``.db3`` or ``.mcap``).
 
@@ -298,8 +334,12 @@ def read_bag_sequence(
     Images become 8-bit grey, depth float32 metres.  Intrinsics come from the first message on
     each camera_info topic (``rectified=True``: the projection ``p`` and no distortion).
     ``T_left_right`` defaults to a pure x translation by the baseline in the right camera_info's
-    ``p`` (a rectified pair); pass it for a rig that is not rectified.  ``T_base_camera``
-    defaults to identity.  Ground truth (``topics.ground_truth``, if in the bag) becomes a
+    ``p`` (a rectified pair); pass it for a rig that is not rectified.  ``T_base_camera``, when
+    given, wins; otherwise it is the static transform from ``base_frame`` to the left (colour)
+    image's ``header.frame_id`` on ``topics.tf_static`` (chained through intermediate frames);
+    with neither it is identity and ``sequence.T_base_camera_source`` is
+    :data:`~mp_slam_ros.io.frames.EXTRINSIC_ASSUMED` (replay warns about it).  Ground truth
+    (``topics.ground_truth``, if in the bag) becomes a
     :class:`mp_slam_ros.io.trajectory.Trajectory` (duplicate stamps keep the first pose).
 
     The bag is indexed once here; ``sequence.frames()`` re-opens it and decodes images
@@ -367,9 +407,21 @@ def read_bag_sequence(
         poses = np.stack([index.gt[i][1] for i in order])[first]
         ground_truth = Trajectory(gt_stamps[first], poses)
 
+    camera_frame = index.frame_ids.get(image_a) or str(getattr(getattr(index.infos[info_a], "header", None),
+                                                                    "frame_id", "") or "")
+    if T_base_camera is not None:
+        source = "given to read_bag_sequence"
+    elif camera_frame.strip("/") == base_frame.strip("/"):
+        T_base_camera, source = np.eye(4), f"identity (the images are in {base_frame})"
+    else:
+        T_base_camera = chain_transforms(index.tf_static, base_frame, camera_frame) if camera_frame else None
+        source = f"{topics.tf_static} ({base_frame} -> {camera_frame})"
+        if T_base_camera is None:
+            T_base_camera, source = np.eye(4), EXTRINSIC_ASSUMED
     return Sequence(mode=mode, camera=camera, frames=frames, num_frames=len(stamps), right_camera=right_camera,
-                    T_left_right=T_left_right, T_base_camera=np.eye(4) if T_base_camera is None else T_base_camera,
-                    ground_truth=ground_truth, name=path.stem if path.is_file() else path.name)
+                    T_left_right=T_left_right, T_base_camera=T_base_camera, ground_truth=ground_truth,
+                    name=path.stem if path.is_file() else path.name, base_frame=base_frame,
+                    camera_frame=camera_frame, T_base_camera_source=source)
 
 
 def _iter_frames(path: Path, mode: str, image_a: str, image_b: str, stamps: list[int],
@@ -424,6 +476,20 @@ def _iter_frames(path: Path, mode: str, image_a: str, image_b: str, stamps: list
 # ---------------------------------------------------------------------------------------------
 
 
+def _latched_qos() -> Any:
+    """The QoS a tf2 static broadcaster offers (reliable, transient local, keep last 1).
+
+    ``ros2 bag play`` republishes a topic with the QoS recorded in the metadata, so a
+    transient-local ``/tf_static`` there reaches late subscribers ("latched"), as a live static
+    broadcaster does.  Durations are "infinite", written as rmw does (INT32_MAX s, UINT32_MAX ns).
+    """
+    from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+
+    infinite = QosTime(2_147_483_647, 4_294_967_295)
+    return Qos(QosHistory.KEEP_LAST, 1, QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL, infinite, infinite,
+               QosLiveliness.AUTOMATIC, infinite, False)
+
+
 class _BagWriter:
     """A rosbags Writer plus one connection per topic and CDR serialisation."""
 
@@ -435,11 +501,13 @@ class _BagWriter:
         self.connections: dict[str, Any] = {}
         self.count = 0
 
-    def write(self, topic: str, msgtype: str, msg: Any, stamp_ns: int) -> None:
+    def write(self, topic: str, msgtype: str, msg: Any, stamp_ns: int, latched: bool = False) -> None:
+        """Serialise and write ``msg``; ``latched`` (on a topic's first message) offers it transient-local."""
         msgtype = normalise_type_name(msgtype)
         conn = self.connections.get(topic)
         if conn is None:
-            conn = self.writer.add_connection(topic, msgtype, typestore=self.typestore)
+            qos = (_latched_qos(),) if latched else ()
+            conn = self.writer.add_connection(topic, msgtype, typestore=self.typestore, offered_qos_profiles=qos)
             self.connections[topic] = conn
         elif conn.msgtype != msgtype:
             raise ValueError(f"topic {topic!r} already carries {conn.msgtype}, cannot write {msgtype}")
@@ -488,7 +556,11 @@ def write_sequence_bag(
     a camera_info per camera.  The right camera_info's ``p`` carries the baseline
     ``T_left_right[0,3]`` (a warning is issued when ``T_left_right`` is not a pure x
     translation).  Ground truth, if any, goes to ``topics.ground_truth`` as PoseStamped in
-    frame ``world``.  The bag is built in a temporary directory beside ``path`` and renamed into
+    frame ``world`` (the pose of ``base_link``).  Images and camera_info are in the optical
+    frames of :data:`FRAME_IDS`; ``topics.tf_static`` (None: not written) gets one latched
+    message first with ``base_link -> camera_*_optical_frame`` (``sequence.T_base_camera``,
+    left when stereo, colour when RGB-D; left to right ``T_left_right``).  The bag is built in a
+    temporary directory beside ``path`` and renamed into
     place; an existing ``path`` is replaced only with ``overwrite=True``.
     """
     from tqdm import tqdm
@@ -517,6 +589,21 @@ def write_sequence_bag(
     return path
 
 
+def _static_transforms(sequence: Sequence) -> list[tuple[str, str, np.ndarray]]:
+    """``(parent, child, T_parent_child)`` of the rig: base -> left (colour) camera, left -> right.
+
+    A sequence whose extrinsic was only assumed (read from a bag without one) gets no base ->
+    camera transform: writing its identity would turn the guess into a claim.
+    """
+    out: list[tuple[str, str, np.ndarray]] = []
+    first = FRAME_IDS["left"] if sequence.mode == "stereo" else FRAME_IDS["rgb"]
+    if sequence.T_base_camera_source != EXTRINSIC_ASSUMED:
+        out.append((FRAME_IDS["base"], first, np.asarray(sequence.T_base_camera, dtype=np.float64)))
+    if sequence.mode == "stereo" and sequence.T_left_right is not None:
+        out.append((first, FRAME_IDS["right"], np.asarray(sequence.T_left_right, dtype=np.float64)))
+    return out
+
+
 def _write_sequence(bag: _BagWriter, factory: Any, sequence: Sequence, topics: BagTopics, depth_encoding: str,
                     frames: Any) -> None:
     gt_poses: list[tuple[int, np.ndarray]] = []
@@ -540,8 +627,16 @@ def _write_sequence(bag: _BagWriter, factory: Any, sequence: Sequence, topics: B
                 (topics.right_info, sequence.right_camera, FRAME_IDS["right"], baseline))
     else:
         cams = ((topics.rgb_info, sequence.camera, FRAME_IDS["rgb"], 0.0),)
+    static = _static_transforms(sequence) if topics.tf_static else []
     for frame in frames:
         s = int(frame.stamp_ns)
+        if static:
+            # Latched: one message before anything else, stamped with the bag's first stamp.
+            start = min(s, gt_poses[0][0]) if gt_poses else s
+            msg = make_tf_message(factory, [make_transform_stamped(factory, start, T, parent, child)
+                                            for parent, child, T in static])
+            bag.write(topics.tf_static, _TF, msg, start, latched=True)
+            static = []
         write_gt(s)
         for topic, camera, frame_id, b in cams:
             bag.write(topic, _INFO, camera_to_camera_info(factory, camera, s, frame_id, b), s)

@@ -10,7 +10,10 @@ messages:
   the first synchronised set's camera_info, converts messages to a
   :class:`~mp_slam_ros.vision.types.Frame`, handles stamps that repeat or go back (a looping
   bag), rebuilds on a calibration change, and computes the odometry twist;
-* :class:`DiagnosticsAccumulator`: the numbers and level of the periodic diagnostics status.
+* :class:`DiagnosticsAccumulator`: the numbers and level of the periodic diagnostics status;
+* :func:`plan_base_camera` / :meth:`VORunner.resolve_base_camera`: where ``T_base_camera``
+  comes from (the parameter, else a tf2 lookup ``base_frame -> image frame_id``, else identity
+  with one loud warning), decided before the odometry is built.
 """
 
 from __future__ import annotations
@@ -18,13 +21,14 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import cv2
 import numpy as np
 
+from ..io.frames import EXTRINSIC_ASSUMED, missing_extrinsic_warning
 from ..io.ros_messages import (
     camera_info_baseline,
     camera_info_to_camera,
@@ -38,13 +42,16 @@ from ..vision.types import Frame, PinholeCamera
 
 __all__ = [
     "DIAGNOSTIC_LEVELS",
+    "BaseCameraPlan",
     "DiagnosticReport",
     "DiagnosticsAccumulator",
     "FrameBacklog",
     "StepOutput",
     "VORunner",
+    "base_camera_is_explicit",
     "body_twist",
     "input_names",
+    "plan_base_camera",
     "stereo_extrinsic",
 ]
 
@@ -165,6 +172,51 @@ def body_twist(T_prev: np.ndarray, T_cur: np.ndarray, dt: float) -> np.ndarray:
     return np.concatenate([delta[:3, 3], rotvec.reshape(3)]) / dt
 
 
+def base_camera_is_explicit(value: Sequence[float]) -> bool:
+    """Whether a ``T_base_camera`` parameter value was given rather than left at its default.
+
+    The default is identity, so any other value is explicit.  An explicit identity cannot be
+    told from the default; it then means "the camera frame is the base frame", which a tf2
+    lookup confirms (or corrects) anyway.
+    """
+    return not np.array_equal(np.asarray(value, dtype=np.float64).reshape(-1), np.eye(4).reshape(-1))
+
+
+@dataclass(frozen=True)
+class BaseCameraPlan:
+    """What to do about ``T_base_camera`` before the odometry is built (:func:`plan_base_camera`).
+
+    ``lookup``: ask tf2 for ``lookup_transform(base_frame, camera_frame)`` (target = base, source
+    = camera: the camera's pose in base).  ``warning``: with ``lookup``, what to log (once) if the
+    lookup fails; without, what to log (once) now; None when there is nothing to say.
+    ``source`` describes the extrinsic used when no lookup is made.
+    """
+
+    lookup: bool
+    base_frame: str
+    camera_frame: str
+    source: str
+    warning: str | None
+
+
+def plan_base_camera(explicit: bool, base_frame: str, camera_frame: str) -> BaseCameraPlan:
+    """Decide where the extrinsic comes from: an explicit ``T_base_camera`` parameter wins; images
+    already in ``base_frame`` need none (identity is exact); otherwise tf2 must give
+    ``base_frame -> camera_frame`` (the image ``header.frame_id``), and failing that the camera
+    frame is used as the base frame, with the warning of
+    :func:`~mp_slam_ros.io.frames.missing_extrinsic_warning`.
+    """
+    camera_frame = str(camera_frame or "")
+    if explicit:
+        return BaseCameraPlan(False, base_frame, camera_frame, "parameter T_base_camera", None)
+    if camera_frame and camera_frame.strip("/") == base_frame.strip("/"):
+        return BaseCameraPlan(False, base_frame, camera_frame, f"identity (the images are in {base_frame})", None)
+    warning = missing_extrinsic_warning(base_frame, camera_frame, "tf (/tf_static)")
+    if not camera_frame:  # nothing to look up
+        return BaseCameraPlan(False, base_frame, camera_frame, EXTRINSIC_ASSUMED, warning)
+    return BaseCameraPlan(True, base_frame, camera_frame, f"tf ({base_frame} -> {camera_frame})", warning)
+
+
 @dataclass
 class StepOutput:
     """What to publish for one processed frame, and what to log.
@@ -210,6 +262,55 @@ class VORunner:
         self._last_status: str | None = None
         # Counters of odometry instances dropped by restarts, so the totals survive them.
         self._retired = VOStatistics()
+        # Where config.T_base_camera came from; None until set_base_camera / resolve_base_camera.
+        self.base_camera_source: str | None = None
+        self._pending_warnings: list[str] = []
+
+    @property
+    def base_camera_resolved(self) -> bool:
+        """Whether :meth:`set_base_camera` or :meth:`resolve_base_camera` has run."""
+        return self.base_camera_source is not None
+
+    def set_base_camera(self, T_base_camera: Any, source: str) -> None:
+        """Use ``T_base_camera`` (4x4 or 16 row-major values: the camera's pose in base) from now on.
+
+        Before the first synchronised set (the odometry is built there) this only sets the
+        extrinsic.  Once the odometry runs, a different extrinsic restarts it at the identity
+        (its poses are of the base frame, so they cannot continue under another extrinsic); the
+        next :meth:`step` says so in its warnings.  Raises ValueError for a non-rigid transform.
+        """
+        T = np.asarray(T_base_camera, dtype=np.float64).reshape(-1)
+        new = replace(self.config, T_base_camera=tuple(T.tolist()))  # validates: rigid, 16 values
+        changed = not np.allclose(new.T_base_camera_matrix, self.config.T_base_camera_matrix, rtol=0.0, atol=1e-12)
+        self.config = new
+        self.base_camera_source = str(source)
+        if changed and self.vo is not None:
+            self._pending_warnings.append(f"T_base_camera changed (from {source}): restarting the odometry")
+            self._retire()
+            self.restarts += 1
+
+    def resolve_base_camera(self, camera_frame: str, base_frame: str, explicit: bool,
+                            lookup: Callable[[str, str], Any]) -> str | None:
+        """Settle the extrinsic by :func:`plan_base_camera`; returns a warning to log (once) or None.
+
+        ``lookup(target_frame, source_frame)`` returns the 4x4 ``T_target_source`` or None (e.g.
+        tf2's ``lookup_transform`` through :func:`~mp_slam_ros.io.ros_messages.transform_to_matrix`,
+        None on a tf2 exception); it is called only when a lookup is needed.  Call it before
+        :meth:`step` on the first set (``camera_frame`` = the image ``header.frame_id``).
+        """
+        plan = plan_base_camera(explicit, base_frame, camera_frame)
+        if plan.lookup:
+            T = lookup(plan.base_frame, plan.camera_frame)
+            if T is not None:
+                self.set_base_camera(T, plan.source)
+                return None
+            self.set_base_camera(np.eye(4), EXTRINSIC_ASSUMED)
+            return plan.warning
+        if explicit:
+            self.base_camera_source = plan.source  # the config already holds it
+        else:
+            self.set_base_camera(np.eye(4), plan.source)
+        return plan.warning
 
     @property
     def stats(self) -> VOStatistics:
@@ -261,7 +362,7 @@ class VORunner:
         if len(msgs) != expected:
             raise ValueError(f"{self.config.mode} needs {expected} messages per set, got {len(msgs)}")
         stamp = stamp_to_ns(msgs[0].header.stamp)
-        warnings: list[str] = []
+        warnings, self._pending_warnings = self._pending_warnings, []
         if self._last_stamp is not None and stamp == self._last_stamp:
             self.skipped += 1
             return None

@@ -13,7 +13,12 @@ image stamp; twist in ``base_frame``), the ``odom_frame -> base_frame`` transfor
 (PointCloud2) and ``keyframe/camera_info`` (CameraInfo) with one stamp (layout in
 :mod:`mp_slam_ros.io.ros_messages`), and ``/diagnostics`` every ``diagnostics_period``.  The
 ``base_frame -> camera_frame`` transform is not published: it belongs to the robot description
-(robot_state_publisher or a static_transform_publisher with ``T_base_camera``).
+(robot_state_publisher, a static_transform_publisher, or a bag's /tf_static).
+
+Extrinsic: an explicit ``T_base_camera`` parameter wins; otherwise the node looks up
+``base_frame -> <image header.frame_id>`` with tf2 at the first frame.  When neither gives it and
+the images are not in ``base_frame``, the camera frame is used as the base frame and the node warns
+once (the odometry then is the camera's pose under ``base_frame``'s name).
 
 Processing model: the synchroniser callback only queues the message set; one worker thread
 converts and processes.  ``process_every_frame`` true (bag replay) processes every set in order,
@@ -36,16 +41,31 @@ from geometry_msgs.msg import PoseStamped
 from message_filters import ApproximateTimeSynchronizer, Subscriber
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
-from tf2_ros import TransformBroadcaster
+from tf2_ros import Buffer, TransformBroadcaster, TransformException, TransformListener
 
-from ..io.ros_messages import importlib_factory, keyframe_to_messages, make_odometry, make_transform_stamped
+from ..io.ros_messages import (
+    importlib_factory,
+    keyframe_to_messages,
+    make_odometry,
+    make_transform_stamped,
+    transform_to_matrix,
+)
 from .base_node import descriptor, plain, run_node, steady_timer
 from .parameters import NODE_NAME, VO_NODE_PARAMETERS, spec, vo_config_from_parameters
-from .vo_core import DiagnosticsAccumulator, FrameBacklog, StepOutput, VORunner, input_names
+from .vo_core import (
+    DiagnosticsAccumulator,
+    FrameBacklog,
+    StepOutput,
+    VORunner,
+    base_camera_is_explicit,
+    input_names,
+)
 
 __all__ = ["VisualOdometryNode", "main"]
 
@@ -75,6 +95,10 @@ class VisualOdometryNode(Node):
             self.runner = VORunner(self.config, rectified=bool(values["rectified"]))
         except ValueError as err:
             raise ValueError(f"{node_name}: parameter 'precision': {err}") from None
+        self._base_camera_explicit = base_camera_is_explicit(values["T_base_camera"])
+        # base_frame -> image frame from tf (/tf_static) when T_base_camera is not given.
+        self.tf_buffer = Buffer()
+        self.tf_listener = TransformListener(self.tf_buffer, self, spin_thread=False)
         self.backlog = FrameBacklog(values["backlog_size"], keep_all=bool(values["process_every_frame"]))
         self.diagnostics = DiagnosticsAccumulator()
         self._factory = importlib_factory()
@@ -149,6 +173,8 @@ class VisualOdometryNode(Node):
             if msgs is None:
                 continue
             try:
+                if not self.runner.base_camera_resolved:
+                    self._resolve_base_camera(msgs)
                 out = self.runner.step(msgs)
                 if out is None:
                     continue
@@ -163,6 +189,22 @@ class VisualOdometryNode(Node):
                 self.diagnostics.record_error(f"{type(err).__name__}: {err}")
                 self.get_logger().error(f"cannot process frame: {type(err).__name__}: {err}",
                                         throttle_duration_sec=5.0)
+
+    def _lookup(self, target: str, source: str) -> Any:
+        try:
+            # Time() = the latest: the extrinsic is static.  The worker may wait; the executor fills tf.
+            t = self.tf_buffer.lookup_transform(target, source, Time(), timeout=Duration(seconds=1.0))
+        except TransformException:
+            return None
+        return transform_to_matrix(t.transform)
+
+    def _resolve_base_camera(self, msgs: tuple[Any, ...]) -> None:
+        warning = self.runner.resolve_base_camera(msgs[0].header.frame_id, self._frames["base_frame"],
+                                                  self._base_camera_explicit, self._lookup)
+        if warning:
+            self.get_logger().warning(warning)
+        else:
+            self.get_logger().info(f"T_base_camera from {self.runner.base_camera_source}")
 
     def _publish(self, out: StepOutput) -> None:
         f = self._factory

@@ -25,6 +25,8 @@ from .scene import F_AXIS, F_SHADE, F_TEX, F_U0, F_UAXIS, F_V0, F_VAXIS, F_WRAP,
 
 __all__ = ["quantize_image", "render_depth", "render_frame", "render_intensity"]
 
+_INV_LN2 = 1.0 / math.log(2.0)
+
 
 @njit(cache=True, fastmath=False, inline="always")
 def _bilinear(tex_data, tex_levels, tid, lev, u, v, texel, wrap):
@@ -147,7 +149,7 @@ def _render_kernel(
             norm_d = math.sqrt(d0 * d0 + d1 * d1 + d2 * d2)
             cos_inc = max(abs(dvec[axis]) / norm_d, 1e-3)
             footprint = t / (f_mean * math.sqrt(cos_inc))
-            lev_f = math.log2(max(footprint * inv_texel, 1e-12))
+            lev_f = math.log(max(footprint * inv_texel, 1e-12)) * _INV_LN2  # numba < 0.60 has no math.log2
             lev_f = min(max(lev_f, 0.0), float(max_lev))
             lev0 = min(int(lev_f), max_lev - 1)
             frac = lev_f - lev0

@@ -189,8 +189,10 @@ def make_sequence(
     ``trajectory`` is one of ``two_lap_room``, ``figure_eight``, ``straight``; ``duration_s`` None
     means the whole path. ``depth_noise`` is the coefficient k of sigma = k z^2 (0: exact depth,
     still mm-rounded). ``scene_seed`` picks the room's textures, ``seed`` the sensor noise.
-    ``ground_truth`` is a :class:`mp_slam_ros.io.trajectory.Trajectory` of ``T_world_base``; the
-    camera pose is ``T_world_base @ T_base_camera``.
+    ``ground_truth`` is a :class:`mp_slam_ros.io.trajectory.Trajectory` of ``T_world_base``
+    (``base_link``, REP-103: x forward, y left, z up); the camera pose is
+    ``T_world_base @ T_base_camera`` (the left / colour optical frame, named as the bag writer
+    names it, :data:`mp_slam_ros.io.rosbag.FRAME_IDS`).
     """
     if mode not in MODES:
         raise ValueError(f"make_sequence: mode {mode!r} is not one of {MODES}")
@@ -228,4 +230,7 @@ def make_sequence(
         T_base_camera=T_bc,
         ground_truth=gt,
         name=name,
+        base_frame="base_link",
+        camera_frame="camera_left_optical_frame" if mode == "stereo" else "camera_color_optical_frame",
+        T_base_camera_source="simulator",
     )

@@ -102,6 +102,12 @@ class Sequence:
     ``T_left_right`` is the pose of the right camera in the left camera's frame (stereo only).
     ``ground_truth`` holds ``base_link`` poses in a world frame, as
     :class:`mp_slam_ros.io.trajectory.Trajectory`.
+
+    ``base_frame`` / ``camera_frame`` name the two frames of ``T_base_camera`` (``camera_frame``
+    is the images' ``header.frame_id``, "" when unknown) and ``T_base_camera_source`` says where
+    the extrinsic came from ("" for "as constructed"; a reader that found none sets
+    :data:`mp_slam_ros.io.frames.EXTRINSIC_ASSUMED`, so replay can warn instead of silently
+    labelling the camera's pose as ``base_frame``).
     """
 
     mode: str
@@ -113,6 +119,9 @@ class Sequence:
     T_base_camera: np.ndarray = field(default_factory=lambda: np.eye(4))
     ground_truth: object | None = None  # mp_slam_ros.io.trajectory.Trajectory
     name: str = ""
+    base_frame: str = "base_link"
+    camera_frame: str = ""
+    T_base_camera_source: str = ""
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
