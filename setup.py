@@ -58,7 +58,7 @@ setup(
         # The vision front end (rosdep: python3-opencv).
         'opencv-python-headless>=4.6.0.66',
         # rosbag2 (sqlite3 and mcap) reading and writing without a ROS install.
-        'rosbags>=0.10.9',
+        'rosbags>=0.11.0',
     ],
     extras_require={
         # mpmath: 100-digit references for the Lie-group series expansions in test_lie.py.
