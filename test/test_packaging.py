@@ -6,6 +6,7 @@ nothing is built or installed and nothing heavy is imported.
 
 import configparser
 import os
+import re
 import runpy
 import shutil
 import xml.etree.ElementTree as ET
@@ -19,7 +20,7 @@ PKG = 'mp_slam_ros'
 
 ROS_EXEC_DEPENDS = {
     'rclpy', 'std_msgs', 'geometry_msgs', 'nav_msgs', 'sensor_msgs', 'std_srvs',
-    'diagnostic_msgs', 'tf2_ros', 'sensor_msgs_py', 'tf_transformations',
+    'diagnostic_msgs', 'tf2_ros', 'sensor_msgs_py', 'message_filters',
 }
 PY_EXEC_DEPENDS = {
     'python3-numpy', 'python3-scipy', 'python3-numba', 'python3-yaml',
@@ -168,13 +169,61 @@ def test_packages_and_requirements(setup_kwargs):
     packages = setup_kwargs['packages']
     assert PKG in packages
     assert not any(p == 'test' or p.startswith('test.') for p in packages)
-    reqs = set(setup_kwargs['install_requires'])
+    reqs = {_name(r) for r in setup_kwargs['install_requires']}
     assert reqs >= INSTALL_REQUIRES, f'missing: {sorted(INSTALL_REQUIRES - reqs)}'
-    assert not any(r.split('=')[0].strip().lower() == 'rclpy' for r in reqs), \
-        'rclpy is not on PyPI; it must not be in install_requires'
+    assert 'rclpy' not in reqs, 'rclpy is not on PyPI; it must not be in install_requires'
     extras = setup_kwargs['extras_require']
-    assert 'pytest' in extras['test']
+    assert 'pytest' in {_name(r) for r in extras['test']}
     assert 'gtsam' in extras['bench']
+
+
+def _name(requirement: str) -> str:
+    return re.split(r'[<>=!~;\[ ]', requirement, maxsplit=1)[0].strip()
+
+
+def _floors(requirements) -> dict[str, str]:
+    out = {}
+    for r in requirements:
+        m = re.search(r'>=\s*([0-9][^,; ]*)', r)
+        if m:
+            out[_name(r).lower()] = m.group(1)
+    return out
+
+
+def test_oldest_lock_pins_exactly_the_setup_floors(setup_kwargs):
+    """`make test-oldest` tests what setup.py promises: every floor is pinned in oldest.in, and no more."""
+    floors = _floors(setup_kwargs['install_requires'] + setup_kwargs['extras_require']['test'])
+    pins = {}
+    for line in (ROOT / 'requirements' / 'oldest.in').read_text().splitlines():
+        line = line.split('#')[0].strip()
+        if line:
+            name, _, version = line.partition('==')
+            pins[name.strip().lower()] = version.strip()
+    assert pins == floors
+    compiled = (ROOT / 'requirements' / 'oldest.txt').read_text().lower()
+    for name, version in pins.items():
+        assert f'\n{name}=={version}\n' in compiled, f'{name}=={version} not in requirements/oldest.txt: run make lock'
+
+
+def test_lock_files_are_made_from_the_current_inputs():
+    """Both locks hold every package setup.py and tools.in ask for (regenerate with `make lock`)."""
+    tools = [_name(line).lower() for line in (ROOT / 'requirements' / 'tools.in').read_text().splitlines()
+             if line.strip() and not line.startswith('#')]
+    for lock in ('lock.txt', 'oldest.txt'):
+        text = (ROOT / 'requirements' / lock).read_text().lower().replace('_', '-')
+        for name in [*INSTALL_REQUIRES, 'opencv-python-headless', 'rosbags', 'pytest', *tools]:
+            assert f'\n{name.lower().replace("_", "-")}==' in text, f'{name} missing from requirements/{lock}'
+
+
+def test_package_xml_declares_the_oldest_supported_versions(setup_kwargs, package_xml):
+    """rosdep users get the distribution's packages: package.xml names the same floors as setup.py."""
+    floors = _floors(setup_kwargs['install_requires'])
+    keys = {'numpy': 'python3-numpy', 'scipy': 'python3-scipy', 'numba': 'python3-numba',
+            'pyyaml': 'python3-yaml', 'matplotlib': 'python3-matplotlib', 'opencv-python-headless': 'python3-opencv'}
+    declared = {e.text: e.get('version_gte') for e in package_xml.findall('exec_depend')}
+    for name, key in keys.items():
+        # Distributions version OpenCV without the wheel's build number (4.6.0.66 -> 4.6.0).
+        assert declared.get(key) == '.'.join(floors[name].split('.')[:3]), (key, declared.get(key), floors[name])
 
 
 def test_console_script(setup_kwargs):
