@@ -7,6 +7,7 @@
 #   make test-ros   the same inside a sourced ROS 2 (installed when absent): ros-marked and launch tests run
 #   make test-oldest  the suite against the oldest supported versions (requirements/oldest.txt, .venv-oldest)
 #   make test-latest  the suite against the newest versions setup.py allows (.venv-latest; not in CI)
+#   make warmup     compile every numba kernel the precision presets use into the kernel cache (make venv does)
 #   make lock       regenerate requirements/lock.txt and requirements/oldest.txt (uv pip compile)
 #   make demo       render the two-lap room, full SLAM (VO + loop closure) in mixed and fp64, PGO studies, plots
 #   make lint       ruff check
@@ -49,6 +50,11 @@ ROS_INSTALLER ?= ../shared/ros2/install.sh
 export ROS_DOMAIN_ID ?= 77
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# The kernel cache: the per-user one the CLI and the nodes use ($XDG_CACHE_HOME/mp_slam_ros or
+# ~/.cache/mp_slam_ros), unless NUMBA_CACHE_DIR is given (test-oldest keeps its own numba's apart).
+ifdef NUMBA_CACHE_DIR
+export NUMBA_CACHE_DIR
+endif
 
 # The venv's bin first on PATH so `colcon` (and the python it runs setup.py /
 # pytest with) is the venv's.
@@ -58,7 +64,7 @@ VENV_PATH := $(CURDIR)/$(VBIN):$(PATH)
 COLCON_PKG := --paths .
 COLCON_BASES := --build-base $(BUILD_BASE) --install-base $(INSTALL_BASE)
 
-.PHONY: venv lock test-ros test-oldest test-latest demo demo-vo test lint bench-pgo bench-ba bench-ba-windows bench-vo bench-loop bench-readme clean distclean
+.PHONY: venv warmup lock test-ros test-oldest test-latest demo demo-vo test lint bench-pgo bench-ba bench-ba-windows bench-vo bench-loop bench-readme clean distclean
 
 venv: $(STAMP)
 
@@ -88,7 +94,12 @@ $(STAMP): setup.py setup.cfg package.xml $(LOCK)
 	@test -x $(VBIN)/mp-slam || { echo "error: $(VBIN)/mp-slam was not generated" >&2; exit 1; }
 	@# Keep colcon from ever crawling into the venv.
 	touch $(VENV)/COLCON_IGNORE
+	@# Compile the kernels now, once, rather than inside the first solve of every first run.
+	$(VBIN)/mp-slam warmup
 	touch $@
+
+warmup: $(STAMP)
+	$(VBIN)/mp-slam warmup
 
 demo: $(STAMP)
 	$(VBIN)/mp-slam demo --out demo_out

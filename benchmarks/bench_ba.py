@@ -40,7 +40,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 
-# common.py puts the repository root on sys.path and sets NUMBA_CACHE_DIR (before numba is imported).
+# common.py puts the repository root on sys.path (the kernel cache is the shared per-user one).
 from common import (
     DEFAULT_DATA,
     RESULTS_DIR,

@@ -36,8 +36,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / "build" / "numba_cache"))
-
+# The numba kernel cache is the one mp_slam_ros chooses (imported through common), shared with the CLI and tests.
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
 from common import (  # noqa: E402
@@ -630,7 +629,7 @@ def main() -> int:
     import llvmlite.binding as llvm
 
     machine = machine_info()
-    log(f"data: {ba_dir} ({origin}); NUMBA_CACHE_DIR={os.environ['NUMBA_CACHE_DIR']}")
+    log(f"data: {ba_dir} ({origin}); NUMBA_CACHE_DIR={os.environ.get('NUMBA_CACHE_DIR', '(in memory)')}")
     problems = load_problems(ba_dir)
     rows: list[dict] = []
     asm: list[dict] = []

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-# common.py puts the repository root on sys.path and sets NUMBA_CACHE_DIR (before numba is imported).
+# common.py puts the repository root on sys.path (the kernel cache is the shared per-user one).
 from common import (
     RESULTS_DIR,
     add_output_args,

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-# common.py puts the repository root on sys.path and sets NUMBA_CACHE_DIR (before numba is imported).
+# common.py puts the repository root on sys.path (the kernel cache is the shared per-user one).
 from common import (
     DEFAULT_DATA,
     RESULTS_DIR,

@@ -3,8 +3,9 @@
 Importing this module has two side effects the scripts rely on:
 
 * the repository root goes on ``sys.path``, so ``mp_slam_ros`` is importable without an install;
-* ``NUMBA_CACHE_DIR`` defaults to ``build/numba_cache`` (as in the Makefile), which must happen before
-  numba is first imported.
+* ``mp_slam_ros`` is imported, which picks the numba kernel cache shared with the CLI, the nodes and
+  the tests (``NUMBA_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/mp_slam_ros`` or ``~/.cache/mp_slam_ros``;
+  see :mod:`mp_slam_ros.numba_cache`) before numba is first imported.
 
 The scripts import it as ``common`` (their own directory is ``sys.path[0]`` when run as
 ``python benchmarks/<script>.py``).
@@ -36,10 +37,10 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
-# Keeps compiled kernels out of the source tree; must be set before numba is imported.
-os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO_ROOT / "build" / "numba_cache"))
-
 import numpy as np  # noqa: E402
+
+# Chooses the shared kernel cache; must happen before numba is imported.
+import mp_slam_ros  # noqa: E402, F401
 
 SHARED_DATA_ENV = "MP_SLAM_SHARED_DATA"
 DEFAULT_DATA = Path("..") / "shared" / "data"  # relative to the repository root
@@ -314,7 +315,7 @@ def log_start(data_dir: Path | None, origin: str, machine: dict[str, Any], extra
     """The first two progress lines of a run: where the data (or ``origin`` alone without a data directory) and the
     numba cache are, and the machine."""
     data = origin if data_dir is None else f"{data_dir} ({origin})"
-    log(f"data: {data}; NUMBA_CACHE_DIR={os.environ['NUMBA_CACHE_DIR']}")
+    log(f"data: {data}; NUMBA_CACHE_DIR={os.environ.get('NUMBA_CACHE_DIR', '(none writable: in memory)')}")
     log(
         f"machine: {machine['cpu_model']}, {machine['usable_cores']} usable cores; "
         f"sources {machine['mp_slam_ros_sources_sha256']}{extra}"

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .solver.precision import PRESET_NAMES
+from .warmup import STAGES
 
 
 def _add_solver_args(p: argparse.ArgumentParser, solvers: tuple[str, ...], default: str) -> None:
@@ -102,7 +103,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _replay(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from .replay import load_slam_config, open_sequence, replay
+    from .replay import config_sets_base_camera, load_slam_config, open_sequence, replay
 
     config, lc_config, topics = load_slam_config(args.config, mode=args.mode)
     for item in args.topic or []:
@@ -111,8 +112,10 @@ def _replay(args: argparse.Namespace) -> int:
             raise ValueError(f"--topic {item!r}: expected NAME=TOPIC with NAME one of {sorted(vars(topics))}")
         topics = dataclasses.replace(topics, **{key: value})
     sequence = open_sequence(args.input, mode=config.mode, topics=topics)
-    if args.config is None:
-        # No config: the camera extrinsic comes with the sequence (EuRoC T_BS, bag defaults).
+    explicit = config_sets_base_camera(args.config)
+    if not explicit:
+        # The camera extrinsic comes with the sequence (EuRoC T_BS, a bag's /tf_static) unless the
+        # config sets T_base_camera: a profile that does not mention it must not reset it to identity.
         config = dataclasses.replace(config, T_base_camera=tuple(sequence.T_base_camera.reshape(-1)))
     report = replay(
         sequence,
@@ -124,6 +127,7 @@ def _replay(args: argparse.Namespace) -> int:
         storage=args.storage,
         max_frames=args.max_frames,
         loop_closure=None if args.no_loop_closure else lc_config,
+        base_camera_source="config" if explicit else sequence.T_base_camera_source,
     )
     print(report.text())
     print(f"wrote {args.out}/ ({', '.join(report.outputs.values())}, report.json)")
@@ -180,6 +184,31 @@ def _vocabulary(args: argparse.Namespace) -> int:
     print(
         f"{vocabulary.num_words} words (branching {vocabulary.branching}, depth {vocabulary.depth}) "
         f"in {time.perf_counter() - t0:.1f} s; wrote {args.out}"
+    )
+    return 0
+
+
+def _warmup(args: argparse.Namespace) -> int:
+    from .numba_cache import CACHE_DIR
+    from .solver.jit import compile_count, compile_seconds
+    from .warmup import warm_up
+
+    if CACHE_DIR is None:
+        print("no writable kernel cache (see the warning above): compiling into this process only")
+    else:
+        print(f"kernel cache: {CACHE_DIR}")
+
+    def progress(label: str, seconds: float | None) -> None:
+        # One line per stage: the label when it starts (a cold stage takes seconds), the time when it ends.
+        if seconds is None:
+            print(f"compiling kernels: {label} ...", end="", flush=True)
+        else:
+            print(f" {seconds:.1f} s", flush=True)
+
+    total = warm_up(args.precision or PRESET_NAMES, progress, stages=args.stage)
+    print(
+        f"warm-up done in {total:.1f} s: {compile_count()} kernel compilations ({compile_seconds():.1f} s), "
+        "the rest loaded from the cache"
     )
     return 0
 
@@ -293,6 +322,27 @@ def build_parser() -> argparse.ArgumentParser:
     vt.add_argument("--seed", type=int, default=0, help="clustering seed (default: 0)")
     vt.add_argument("--no-progress", action="store_true", help="no progress bars")
     vt.set_defaults(func=_vocabulary)
+
+    w = sub.add_parser(
+        "warmup",
+        help="compile every kernel the precision presets use into the on-disk cache (run once after install)",
+        description="Runs tiny PGO, bundle-adjustment, VO-window, vocabulary and render problems at each "
+        "precision preset so that numba compiles their kernels into the shared cache "
+        "($NUMBA_CACHE_DIR, else $XDG_CACHE_HOME/mp_slam_ros, else ~/.cache/mp_slam_ros). "
+        "Later runs load them instead of compiling for tens of seconds; running it again is quick.",
+    )
+    w.add_argument(
+        "--precision",
+        action="append",
+        help=f"only this preset or precision YAML (repeatable; default: all of {', '.join(PRESET_NAMES)})",
+    )
+    w.add_argument(
+        "--stage",
+        action="append",
+        choices=STAGES,
+        help="only this stage (repeatable; default: all)",
+    )
+    w.set_defaults(func=_warmup)
     return parser
 
 

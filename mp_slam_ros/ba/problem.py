@@ -46,11 +46,11 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit
 
 from ..io.bal import BalProblem
 from ..solver import lie
 from ..solver.jacobian import BlockJacobian
+from ..solver.jit import jit
 from ..solver.kernels import dot64
 from ..solver.lm import SolverOptions, SolverSummary, solve
 from ..solver.loss import LOSSES, loss_parameters
@@ -90,7 +90,7 @@ class WindowState(NamedTuple):
 _rodrigues_coefs = lie.so3_coefficients
 
 
-@njit(cache=True, nogil=True, inline="always")
+@jit(nogil=True, inline="always")
 def _robustify(res, jac, deficit, i, cdim, kind, b, want_jac):
     """Ceres' corrector for a loss with rho'' <= 0: r, J *= sqrt(rho'); deficit[i] = rho - rho' s."""
     r0 = res[i, 0]
@@ -119,7 +119,7 @@ def _robustify(res, jac, deficit, i, cdim, kind, b, want_jac):
             jac[i, 1, j] *= scale
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _bal_kernel(cameras, points, cam_idx, pt_idx, obs, loss_kind, loss_b, want_jac, res, jac, deficit):
     """Residuals (n, 2) and, if want_jac, Jacobian blocks (n, 2, 12): [d/dcamera (9) | d/dpoint (3)].
 
@@ -224,7 +224,7 @@ def _bal_kernel(cameras, points, cam_idx, pt_idx, obs, loss_kind, loss_b, want_j
         _robustify(res, jac, deficit, i, 12, loss_kind, loss_b, want_jac)
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _pinhole_kernel(
     R, t, points, pose_idx, pt_idx, obs, offsets, fx, fy, cx, cy, loss_kind, loss_b, want_jac, res, jac, deficit
 ):

@@ -41,11 +41,12 @@ from importlib import resources
 from typing import TYPE_CHECKING
 
 import numpy as np
-from numba import njit, types
+from numba import types
 from numba.extending import intrinsic
 
 from ..io.errors import InputFormatError
 from ..io.files import atomic_write_bytes
+from ..solver.jit import jit
 
 if TYPE_CHECKING:
     from ..vision.types import Sequence as FrameSequence
@@ -99,7 +100,7 @@ def _popcount(typingctx, x):
     return sig, codegen
 
 
-@njit(cache=True, nogil=True, inline="always")
+@jit(nogil=True, inline="always")
 def _hamming(a: np.ndarray, i: int, b: np.ndarray, j: int) -> int:
     d = 0
     for w in range(4):
@@ -107,7 +108,7 @@ def _hamming(a: np.ndarray, i: int, b: np.ndarray, j: int) -> int:
     return d
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _descend(
     desc: np.ndarray, centers: np.ndarray, first_child: np.ndarray, num_children: np.ndarray, node_word: np.ndarray
 ) -> np.ndarray:
@@ -130,7 +131,7 @@ def _descend(
     return out
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _assign(desc: np.ndarray, centers: np.ndarray, labels: np.ndarray) -> bool:
     """Nearest centre of every descriptor into ``labels``; True if any label changed."""
     changed = False
@@ -149,7 +150,7 @@ def _assign(desc: np.ndarray, centers: np.ndarray, labels: np.ndarray) -> bool:
     return changed
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _majority(desc: np.ndarray, labels: np.ndarray, centers: np.ndarray) -> None:
     """Bitwise-majority centre of each cluster, in place (ties set the bit; empty clusters stay).
 
@@ -178,7 +179,7 @@ def _majority(desc: np.ndarray, labels: np.ndarray, centers: np.ndarray) -> None
             centers[c, w] = v
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _update_min_distance(desc: np.ndarray, center: np.ndarray, min_d: np.ndarray) -> None:
     for i in range(desc.shape[0]):
         d = _hamming(desc, i, center, 0)

@@ -26,7 +26,7 @@ from rclpy.timer import Timer
 
 from .parameters import ParameterSpec
 
-__all__ = ["descriptor", "plain", "run_node", "steady_timer"]
+__all__ = ["descriptor", "plain", "run_node", "steady_timer", "warm_up_kernels"]
 
 _ROS_TYPES = {
     "bool": ParameterType.PARAMETER_BOOL,
@@ -69,6 +69,18 @@ def steady_timer(node: Node, period_s: float, callback: Callable[[], None]) -> T
     """A timer on the steady clock: with ``use_sim_time`` a ROS-time timer stops with /clock (a paused
     or finished bag), and diagnostics and the map must keep coming while the node lives."""
     return node.create_timer(period_s, callback, clock=Clock(clock_type=ClockType.STEADY_TIME))
+
+
+def warm_up_kernels(node: Node, precision: str, stages: tuple[str, ...]) -> float:
+    """Compile (or load from the kernel cache) what the node's pipeline runs, before it subscribes:
+    the first message is then processed at full speed instead of waiting seconds for numba."""
+    from ..warmup import warm_up
+
+    logger = node.get_logger()
+    logger.info(f"compiling kernels ({', '.join(stages)}) ...")
+    seconds = warm_up([precision], progress=lambda label, s: None, stages=stages)
+    logger.info(f"compiling kernels ... done in {seconds:.1f} s")
+    return seconds
 
 
 def run_node(make_node: Callable[[], Node], args: list[str] | None = None) -> int:

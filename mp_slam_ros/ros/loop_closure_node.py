@@ -44,7 +44,7 @@ from std_srvs.srv import Trigger
 from tf2_ros import TransformBroadcaster
 
 from ..io.ros_messages import importlib_factory
-from .base_node import descriptor, plain, run_node, steady_timer
+from .base_node import descriptor, plain, run_node, steady_timer, warm_up_kernels
 from .loop_closure_core import (
     KEYFRAME_PARTS,
     KeyframeAssembler,
@@ -76,6 +76,7 @@ class LoopClosureNode(Node):
             if not ok:
                 raise ValueError(f"{node_name}: load_map_on_start: {message}")
             self.get_logger().info(message)
+        self.warmup_seconds = warm_up_kernels(self, str(self.runner.config.precision), ("pgo", "loop"))
         self.assembler = KeyframeAssembler(values["queue_size"])
         self.backlog = FrameBacklog(values["backlog_size"], keep_all=True)
         self.diagnostics = LoopClosureDiagnostics()

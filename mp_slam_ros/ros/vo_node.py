@@ -56,7 +56,7 @@ from ..io.ros_messages import (
     make_transform_stamped,
     transform_to_matrix,
 )
-from .base_node import descriptor, plain, run_node, steady_timer
+from .base_node import descriptor, plain, run_node, steady_timer, warm_up_kernels
 from .parameters import NODE_NAME, VO_NODE_PARAMETERS, spec, vo_config_from_parameters
 from .vo_core import (
     DiagnosticsAccumulator,
@@ -102,6 +102,7 @@ class VisualOdometryNode(Node):
         self.backlog = FrameBacklog(values["backlog_size"], keep_all=bool(values["process_every_frame"]))
         self.diagnostics = DiagnosticsAccumulator()
         self._factory = importlib_factory()
+        self.warmup_seconds = warm_up_kernels(self, self.config.precision, ("vo-window",))
 
         self.odom_pub = self.create_publisher(Odometry, "odom", 10)
         self.kf_pose_pub = self.create_publisher(PoseStamped, "keyframe/pose", _KEYFRAME_QOS_DEPTH)

@@ -18,8 +18,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
 
+from ..solver.jit import jit
 from ..vision.types import PinholeCamera
 from .scene import F_AXIS, F_SHADE, F_TEX, F_U0, F_UAXIS, F_V0, F_VAXIS, F_WRAP, Scene
 
@@ -28,7 +28,7 @@ __all__ = ["quantize_image", "render_depth", "render_frame", "render_intensity"]
 _INV_LN2 = 1.0 / math.log(2.0)
 
 
-@njit(cache=True, fastmath=False, inline="always")
+@jit(fastmath=False, inline="always")
 def _bilinear(tex_data, tex_levels, tid, lev, u, v, texel, wrap):
     off = tex_levels[tid, lev, 0]
     w = tex_levels[tid, lev, 1]
@@ -66,7 +66,7 @@ def _bilinear(tex_data, tex_levels, tid, lev, u, v, texel, wrap):
     return (1.0 - ay) * ((1.0 - ax) * a + ax * b) + ay * ((1.0 - ax) * c + ax * d)
 
 
-@njit(cache=True, fastmath=False)
+@jit(fastmath=False)
 def _render_kernel(
     R, o, fx, fy, cx, cy, room_min, room_max, boxes, box_rects, faces, tex_data, tex_levels, texel, out_val, out_depth
 ):

@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numba import njit
 
+from .jit import jit
 from .kernels import acc_zero, load
 
 if TYPE_CHECKING:
@@ -512,55 +513,55 @@ def _tiled_normal(values, cols, ntiles, x, out, dims, soa):
     return out
 
 
-@njit(cache=True, nogil=True, fastmath=_FASTMATH)
+@jit(nogil=True, fastmath=_FASTMATH)
 def blocks_matvec(values, cols, ntiles, x, out, dims):
     """out = J x, blocks layout (dims with chunk 1)."""
     return _tiled_matvec(values, cols, ntiles, x, out, dims, False)
 
 
-@njit(cache=True, nogil=True, fastmath=_FASTMATH)
+@jit(nogil=True, fastmath=_FASTMATH)
 def blocks_rmatvec(values, cols, ntiles, y, out, dims):
     """out = J^T y (overwritten), blocks layout."""
     return _tiled_rmatvec(values, cols, ntiles, y, out, dims, False)
 
 
-@njit(cache=True, nogil=True, fastmath=_FASTMATH)
+@jit(nogil=True, fastmath=_FASTMATH)
 def blocks_normal(values, cols, ntiles, x, out, dims):
     """out = J^T (J x) (overwritten), blocks layout."""
     return _tiled_normal(values, cols, ntiles, x, out, dims, False)
 
 
-@njit(cache=True, nogil=True, fastmath=_FASTMATH)
+@jit(nogil=True, fastmath=_FASTMATH)
 def soa_matvec(values, cols, ntiles, x, out, dims):
     """out = J x in layout row order, soa layout."""
     return _tiled_matvec(values, cols, ntiles, x, out, dims, True)
 
 
-@njit(cache=True, nogil=True, fastmath=_FASTMATH)
+@jit(nogil=True, fastmath=_FASTMATH)
 def soa_rmatvec(values, cols, ntiles, y, out, dims):
     """out = J^T y (overwritten), y in layout row order, soa layout."""
     return _tiled_rmatvec(values, cols, ntiles, y, out, dims, True)
 
 
-@njit(cache=True, nogil=True, fastmath=_FASTMATH)
+@jit(nogil=True, fastmath=_FASTMATH)
 def soa_normal(values, cols, ntiles, x, out, dims):
     """out = J^T (J x) (overwritten), soa layout."""
     return _tiled_normal(values, cols, ntiles, x, out, dims, True)
 
 
-@njit(cache=True, nogil=True, fastmath=_FASTMATH)
+@jit(nogil=True, fastmath=_FASTMATH)
 def chunked_matvec(values, cols, ntiles, x, out, dims):
     """out = J x in layout row order, chunked layout."""
     return _tiled_matvec(values, cols, ntiles, x, out, dims, False)
 
 
-@njit(cache=True, nogil=True, fastmath=_FASTMATH)
+@jit(nogil=True, fastmath=_FASTMATH)
 def chunked_rmatvec(values, cols, ntiles, y, out, dims):
     """out = J^T y (overwritten), y in layout row order, chunked layout."""
     return _tiled_rmatvec(values, cols, ntiles, y, out, dims, False)
 
 
-@njit(cache=True, nogil=True, fastmath=_FASTMATH)
+@jit(nogil=True, fastmath=_FASTMATH)
 def chunked_normal(values, cols, ntiles, x, out, dims):
     """out = J^T (J x) (overwritten), chunked layout, each chunk read once."""
     return _tiled_normal(values, cols, ntiles, x, out, dims, False)
@@ -569,7 +570,7 @@ def chunked_normal(values, cols, ntiles, x, out, dims):
 # ---------------------------------------------------------------------------------------------
 # grouped: chunked storage, cols per chunk = [slot-0 column, K point columns] (stride K + 1).
 # ---------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, fastmath=_FASTMATH)
+@jit(nogil=True, fastmath=_FASTMATH)
 def grouped_matvec(values, cols, ntiles, x, out, dims):
     """out = J x in layout row order, grouped layout."""
     RD = len(dims[0])
@@ -583,7 +584,7 @@ def grouped_matvec(values, cols, ntiles, x, out, dims):
     return out
 
 
-@njit(cache=True, nogil=True, fastmath=_FASTMATH)
+@jit(nogil=True, fastmath=_FASTMATH)
 def grouped_rmatvec(values, cols, ntiles, y, out, dims):
     """out = J^T y (overwritten), y in layout row order, grouped layout."""
     RD = len(dims[0])
@@ -605,7 +606,7 @@ def grouped_rmatvec(values, cols, ntiles, y, out, dims):
     return out
 
 
-@njit(cache=True, nogil=True, fastmath=_FASTMATH)
+@jit(nogil=True, fastmath=_FASTMATH)
 def grouped_normal(values, cols, ntiles, x, out, dims):
     """out = J^T (J x) (overwritten), grouped layout, each chunk read once."""
     RD = len(dims[0])

@@ -9,10 +9,11 @@ dtype: the caller's :class:`PrecisionConfig` decides by the arrays it passes in.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, types
+from numba import types
 from numba.extending import overload
 
 from .half import _half_bits_to_float_hw, _half_bits_to_float_lut_signed
+from .jit import jit
 
 
 def load(values, k):  # pragma: no cover - replaced by the overload inside kernels
@@ -40,7 +41,7 @@ def _acc_zero_overload(out):
     return lambda out: 0.0
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def widen_stored(values):
     """Stored values (any storage type) widened to fp32, through the same path as the kernels."""
     out = np.empty(values.shape[0], dtype=np.float32)
@@ -56,7 +57,7 @@ def widen_stored(values):
 # whole block is one vectorisable loop before the small dense products. col_start[rb, s] is the
 # first column of slot s in x, or -1 when that variable is held fixed.
 # ---------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def block_matvec(values, col_start, slot_offset, slot_width, rdim, cdim, x, out):
     nrb = col_start.shape[0]
     nslots = col_start.shape[1]
@@ -79,7 +80,7 @@ def block_matvec(values, col_start, slot_offset, slot_width, rdim, cdim, x, out)
     return out
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def block_rmatvec(values, col_start, slot_offset, slot_width, rdim, cdim, y, out):
     nrb = col_start.shape[0]
     nslots = col_start.shape[1]
@@ -104,7 +105,7 @@ def block_rmatvec(values, col_start, slot_offset, slot_width, rdim, cdim, y, out
     return out
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def block_column_sumsq(values, col_start, slot_offset, slot_width, rdim, cdim, out):
     """out[c] = sum of squares of column c of the block-row J, accumulated in the type of out."""
     nrb = col_start.shape[0]
@@ -125,7 +126,7 @@ def block_column_sumsq(values, col_start, slot_offset, slot_width, rdim, cdim, o
     return out
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def scale_block_columns(values, col_start, slot_offset, slot_width, rdim, cdim, column_scale, out):
     """out = J S^-1 in block-row layout (fp64 or fp32 out); slots of fixed variables are zeroed,
     as they are never read and must not trip a storage range check."""
@@ -145,7 +146,7 @@ def scale_block_columns(values, col_start, slot_offset, slot_width, rdim, cdim, 
 # ---------------------------------------------------------------------------------------------
 # Dense helpers of the block factorisation (inlined into the per-block-size factor below).
 # ---------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, inline="always")
+@jit(nogil=True, inline="always")
 def _chol_inplace(a, bs):
     """Dense Cholesky of a (bs, bs) block in place; False if the block is not positive definite."""
     for j in range(bs):
@@ -166,7 +167,7 @@ def _chol_inplace(a, bs):
     return True
 
 
-@njit(cache=True, nogil=True, inline="always")
+@jit(nogil=True, inline="always")
 def _lower_tri_inverse(lmat, bs, out):
     for j in range(bs):
         for i in range(bs):
@@ -188,7 +189,7 @@ def _lower_tri_inverse(lmat, bs, out):
 CG_CONVERGED, CG_MAX_ITERATIONS, CG_BREAKDOWN, CG_NON_FINITE, CG_STAGNATED = 0, 1, 2, 3, 4
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _dot(a, b):
     acc = acc_zero(a)
     for k in range(a.shape[0]):
@@ -206,7 +207,7 @@ def _dot(a, b):
 # The factor L is stored as BSR: strictly lower blocks (lindptr, lindices, lvalues) and the
 # inverses of the diagonal blocks (dinv), all flat and row-major within a block.
 # ---------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def block_ic_solve(lindptr, lindices, lvalues, dinv, r, out, shape):
     """Solve (L L^T) z = r into out; `shape` is a tuple of block-size length (see block_shape)."""
     BS = len(shape)
@@ -263,7 +264,7 @@ def block_ic_solve(lindptr, lindices, lvalues, dinv, r, out, shape):
                 out[c0 + c] -= acc
     return out
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def apply_block_preconditioner(lindptr, lindices, lvalues, dinv, perm, r, out, shape):
     """out = P^T (L L^T)^-1 P r, with the block permutation perm (new position -> old block)."""
     BS = len(shape)
@@ -292,7 +293,7 @@ def apply_block_preconditioner(lindptr, lindices, lvalues, dinv, perm, r, out, s
 # Variables are read off the Jacobian's slots: ptr[v] is the first column of variable v;
 # columns no slot covers become 1x1 blocks.
 # ---------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, inline="always")
+@jit(nogil=True, inline="always")
 def _max_width(ptr):
     w = 1
     for v in range(ptr.shape[0] - 1):
@@ -300,7 +301,7 @@ def _max_width(ptr):
     return w
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def variable_partition(col_start, slot_width, ncols):
     """(ptr (nv+1,), offsets (nv+1,)): variable column ranges and their offsets in flat w x w storage."""
     width_at = np.zeros(ncols, dtype=np.int64)
@@ -326,7 +327,7 @@ def variable_partition(col_start, slot_width, ncols):
     return ptr[: nv + 1].copy(), offsets[: nv + 1].copy()
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def block_jacobi_factor(values, col_start, slot_offset, slot_width, rdim, cdim, column_scale, damping, ptr, offsets):
     """G_v = chol(D_s^-1 (J^T J)_vv D_s^-1 + diag(damping))^-1 per variable, from fp64 block-row J.
 
@@ -392,7 +393,7 @@ def block_jacobi_factor(values, col_start, slot_offset, slot_width, rdim, cdim, 
     return g, shifted
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def apply_block_jacobi(ptr, offsets, g, gscale, r, out):
     """out = gscale_v G^T (G r) per variable block v, accumulating in the type of `out`."""
     work = np.empty(_max_width(ptr), dtype=out.dtype)
@@ -461,7 +462,7 @@ def _operator_rows_overload(op):
     return lambda op: op[1].shape[0] * op[4]
 
 
-@njit(cache=True, nogil=True, inline="always")
+@jit(nogil=True, inline="always")
 def _precondition(kind, ptr, index, values, diag, perm, r, out, shape):
     if kind == PRE_BLOCK_IC:
         apply_block_preconditioner(ptr, index, values, diag, perm, r, out, shape)
@@ -471,7 +472,7 @@ def _precondition(kind, ptr, index, values, diag, perm, r, out, shape):
         out[:] = r
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def pcg_normal(
     op, ncols,
     pre_kind, pre_ptr, pre_index, pre_values, pre_diag, pre_perm,
@@ -558,7 +559,7 @@ def pcg_normal(
             p[k] = z[k] + beta * p[k]
     return max_iter, CG_MAX_ITERATIONS, rel
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def block_factor(indptr, indices, blocks, shift, shape):
     """Block incomplete Cholesky of A + shift*diag(A) on the pattern given (its lower block triangle,
     sorted BSR, fill blocks included as zeros).
@@ -640,7 +641,7 @@ def block_shape(block_size: int) -> tuple:
 # fill_level 0 keeps the pattern of A (IC(0)); a large fill_level gives the complete Cholesky
 # pattern. Works on the lower block triangle in the elimination order, rows sorted.
 # ---------------------------------------------------------------------------------------------
-@njit(cache=True, inline="always")
+@jit(inline="always")
 def _heap_push(heap, hsize, value):
     """Push onto the binary min-heap heap[:hsize]; returns the new size."""
     heap[hsize] = value
@@ -654,7 +655,7 @@ def _heap_push(heap, hsize, value):
     return hsize + 1
 
 
-@njit(cache=True)
+@jit
 def symbolic_fill(indptr, indices, fill_level):
     n = indptr.shape[0] - 1
     big = np.int64(1) << 40
@@ -748,14 +749,14 @@ def symbolic_fill(indptr, indices, fill_level):
     return out_ptr, out_cols[:nnz].copy()
 
 
-@njit(cache=True)
+@jit
 def _grow(a, cap):
     b = np.empty(cap, dtype=a.dtype)
     b[: a.shape[0]] = a
     return b
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def dot64(a, b):
     """Dot product accumulated in fp64, single-threaded.
 

@@ -24,8 +24,9 @@ import math
 from fractions import Fraction
 
 import numpy as np
-from numba import njit
 from numpy.typing import ArrayLike, NDArray
+
+from .jit import jit
 
 __all__ = [
     "between",
@@ -107,7 +108,7 @@ _SHORT_A, _SHORT_B, _SHORT_C, _SHORT_QB, _SHORT_QC, _SHORT_D = (
 )
 
 
-@njit(cache=True, nogil=True, inline="always")
+@jit(nogil=True, inline="always")
 def _poly(c, x):
     acc = c[len(c) - 1]
     for k in range(len(c) - 2, -1, -1):
@@ -115,7 +116,7 @@ def _poly(c, x):
     return acc
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _coef_abc(theta2):
     """sin(x)/x, (1 - cos x)/x^2, (x - sin x)/x^3 at x^2 = theta2."""
     if theta2 < _SHORT_THETA2:
@@ -133,7 +134,7 @@ def _coef_abc(theta2):
 so3_coefficients = _coef_abc
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _coef_d(theta2):
     """(1 - (x/2) cot(x/2))/x^2 at x^2 = theta2: the w^2 coefficient of the inverse SO(3) Jacobians."""
     if theta2 < _SHORT_THETA2:
@@ -146,7 +147,7 @@ def _coef_d(theta2):
     return (1.0 - half * math.cos(half) / math.sin(half)) / theta2
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _coef_q(theta2):
     """(x^2 + 2 cos x - 2)/(2 x^4) and (2x - 3 sin x + x cos x)/(2 x^5)."""
     if theta2 < _SHORT_THETA2:
@@ -170,7 +171,7 @@ def _coef_q(theta2):
 # taking arrays are inlined at the IR level, and 3x3 intermediates are row-major 9-tuples rather
 # than scratch arrays: in numba every view, and every array crossing a call, increfs/decrefs the
 # parent's meminfo atomically, which made the kernels 3-5x slower; tuples stay in registers.
-@njit(cache=True, nogil=True, inline="always")
+@jit(nogil=True, inline="always")
 def _load3(R, i):
     """R[i] of a (n, 3, 3) array as a row-major 9-tuple."""
     return (
@@ -180,17 +181,17 @@ def _load3(R, i):
     )  # fmt: skip
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _tr3_s(a):
     return (a[0], a[3], a[6], a[1], a[4], a[7], a[2], a[5], a[8])
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _mv3_s(a, x, y, z):
     return a[0] * x + a[1] * y + a[2] * z, a[3] * x + a[4] * y + a[5] * z, a[6] * x + a[7] * y + a[8] * z
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _so3_log_s(R):
     """Rotation vector of the row-major 9-tuple R."""
     # sin(theta) u from the antisymmetric part, cos(theta) from the trace; atan2 of the two keeps
@@ -228,7 +229,7 @@ def _so3_log_s(R):
     return f * u0, f * u1, f * u2
 
 
-@njit(cache=True, nogil=True, inline="always")
+@jit(nogil=True, inline="always")
 def _se3_exp_at(xi, i, R, t):
     wx = xi[i, 0]
     wy = xi[i, 1]
@@ -247,7 +248,7 @@ def _se3_exp_at(xi, i, R, t):
     t[i, 2] = vz + b * cz + c * (wx * cy - wy * cx)
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _se3_log_s(R, tx, ty, tz):
     """Log of the pose (row-major 9-tuple R, t) as a 6-tuple."""
     wx, wy, wz = _so3_log_s(R)
@@ -262,7 +263,7 @@ def _se3_log_s(R, tx, ty, tz):
     return wx, wy, wz, vx, vy, vz
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _se3_q_s(wx, wy, wz, vx, vy, vz):
     """Lower-left block Q of the SE(3) right Jacobian [[Jr_so3, 0], [Q, Jr_so3]], row-major 9-tuple.
 
@@ -302,7 +303,7 @@ def _se3_q_s(wx, wy, wz, vx, vy, vz):
     )
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _so3_poly_s(wx, wy, wz, c0, c1, c2):
     """c0 I + c1 w^ + c2 w^ w^ as a row-major 9-tuple: the shape of every SO(3) closed form."""
     return (
@@ -318,7 +319,7 @@ def _so3_poly_s(wx, wy, wz, c0, c1, c2):
     )
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _mm3_s(a, b):
     """Product of two row-major 3x3 9-tuples."""
     return (
@@ -334,21 +335,21 @@ def _mm3_s(a, b):
     )
 
 
-@njit(cache=True, nogil=True, inline="always")
+@jit(nogil=True, inline="always")
 def _put3(out, i, ro, co, m, scale):
     for r in range(3):
         for k in range(3):
             out[i, ro + r, co + k] = scale * m[3 * r + k]
 
 
-@njit(cache=True, nogil=True, inline="always")
+@jit(nogil=True, inline="always")
 def _zero3(out, i, ro, co):
     for r in range(3):
         for k in range(3):
             out[i, ro + r, co + k] = 0.0
 
 
-@njit(cache=True, nogil=True, inline="always")
+@jit(nogil=True, inline="always")
 def _se3_jr_at(xi, i, J):
     wx = xi[i, 0]
     wy = xi[i, 1]
@@ -361,7 +362,7 @@ def _se3_jr_at(xi, i, J):
     _put3(J, i, 3, 0, _se3_q_s(wx, wy, wz, xi[i, 3], xi[i, 4], xi[i, 5]), 1.0)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@jit(nogil=True, inline="always")
 def _se3_jr_inv_at(wx, wy, wz, vx, vy, vz, J, i):
     """Jr^-1 of (w, v) into J[i]."""
     d = _coef_d(wx * wx + wy * wy + wz * wz)
@@ -373,7 +374,7 @@ def _se3_jr_inv_at(wx, wy, wz, vx, vy, vz, J, i):
     _put3(J, i, 3, 0, _mm3_s(_mm3_s(A, _se3_q_s(wx, wy, wz, vx, vy, vz)), A), -1.0)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@jit(nogil=True, inline="always")
 def _se2_exp_at(xi, i, R, t):
     th = xi[i, 2]
     a, b, _ = _coef_abc(th * th)
@@ -389,7 +390,7 @@ def _se2_exp_at(xi, i, R, t):
     t[i, 1] = q * xi[i, 0] + a * xi[i, 1]
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _se2_log_s(c, s, tx, ty):
     """Log of the SE(2) pose with rotation (cos, sin) = (c, s) and translation (tx, ty)."""
     th = math.atan2(s, c)
@@ -399,7 +400,7 @@ def _se2_log_s(c, s, tx, ty):
     return h * tx + half * ty, -half * tx + h * ty, th
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _se2_jr_s(vx, vy, th):
     """Jr = [[a, q, px], [-q, a, py], [0, 0, 1]] as (a, q, px, py)."""
     a, b, c = _coef_abc(th * th)
@@ -407,7 +408,7 @@ def _se2_jr_s(vx, vy, th):
     return a, th * b, th * c * vx - b * vy, b * vx + th * c * vy
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _se2_jr_inv_s(vx, vy, th):
     """Jr^-1 = [[h, -th/2, px], [th/2, h, py], [0, 0, 1]] as (h, th/2, px, py)."""
     _, b, c = _coef_abc(th * th)
@@ -422,7 +423,7 @@ def _se2_jr_inv_s(vx, vy, th):
 # ---------------------------------------------------------------------------------------------
 # Batch kernels
 # ---------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _so3_exp_kernel(w, R):
     for i in range(w.shape[0]):
         wx = w[i, 0]
@@ -432,19 +433,19 @@ def _so3_exp_kernel(w, R):
         _put3(R, i, 0, 0, _so3_poly_s(wx, wy, wz, 1.0, a, b), 1.0)
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _so3_log_kernel(R, w):
     for i in range(R.shape[0]):
         w[i, 0], w[i, 1], w[i, 2] = _so3_log_s(_load3(R, i))
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _se3_exp_kernel(xi, R, t):
     for i in range(xi.shape[0]):
         _se3_exp_at(xi, i, R, t)
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _se3_log_kernel(R, t, xi):
     for i in range(R.shape[0]):
         w0, w1, w2, v0, v1, v2 = _se3_log_s(_load3(R, i), t[i, 0], t[i, 1], t[i, 2])
@@ -456,31 +457,31 @@ def _se3_log_kernel(R, t, xi):
         xi[i, 5] = v2
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _se2_exp_kernel(xi, R, t):
     for i in range(xi.shape[0]):
         _se2_exp_at(xi, i, R, t)
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _se2_log_kernel(R, t, xi):
     for i in range(R.shape[0]):
         xi[i, 0], xi[i, 1], xi[i, 2] = _se2_log_s(R[i, 0, 0], R[i, 1, 0], t[i, 0], t[i, 1])
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _se3_jr_kernel(xi, J):
     for i in range(xi.shape[0]):
         _se3_jr_at(xi, i, J)
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _se3_jr_inv_kernel(xi, J):
     for i in range(xi.shape[0]):
         _se3_jr_inv_at(xi[i, 0], xi[i, 1], xi[i, 2], xi[i, 3], xi[i, 4], xi[i, 5], J, i)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@jit(nogil=True, inline="always")
 def _se2_fill(J, i, a00, a01, a02, a10, a11, a12, a22):
     J[i, 0, 0] = a00
     J[i, 0, 1] = a01
@@ -493,27 +494,27 @@ def _se2_fill(J, i, a00, a01, a02, a10, a11, a12, a22):
     J[i, 2, 2] = a22
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _se2_jr_kernel(xi, J):
     for i in range(xi.shape[0]):
         a, q, px, py = _se2_jr_s(xi[i, 0], xi[i, 1], xi[i, 2])
         _se2_fill(J, i, a, q, px, -q, a, py, 1.0)
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _se2_jr_inv_kernel(xi, J):
     for i in range(xi.shape[0]):
         h, half, px, py = _se2_jr_inv_s(xi[i, 0], xi[i, 1], xi[i, 2])
         _se2_fill(J, i, h, -half, px, half, h, py, 1.0)
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _se2_adjoint_kernel(R, t, A):
     for i in range(R.shape[0]):
         _se2_fill(A, i, R[i, 0, 0], R[i, 0, 1], t[i, 1], R[i, 1, 0], R[i, 1, 1], -t[i, 0], 1.0)
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _se3_adjoint_kernel(R, t, A):
     for i in range(R.shape[0]):
         for r in range(3):
@@ -528,7 +529,7 @@ def _se3_adjoint_kernel(R, t, A):
             A[i, 5, k] = t[i, 0] * R[i, 1, k] - t[i, 1] * R[i, 0, k]
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _compose_kernel(Ra, ta, Rb, tb, R, t):
     d = Ra.shape[1]
     for i in range(Ra.shape[0]):
@@ -544,7 +545,7 @@ def _compose_kernel(Ra, ta, Rb, tb, R, t):
                 R[i, r, c] = acc
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _between_kernel(Ra, ta, Rb, tb, R, t):
     d = Ra.shape[1]
     for i in range(Ra.shape[0]):
@@ -560,7 +561,7 @@ def _between_kernel(Ra, ta, Rb, tb, R, t):
                 R[i, r, c] = acc
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _inverse_kernel(Rin, tin, R, t):
     d = Rin.shape[1]
     for i in range(Rin.shape[0]):
@@ -576,7 +577,7 @@ def _inverse_kernel(Rin, tin, R, t):
 # no other process wanted a core (and slower than serial when one did), and numba's GNU OpenMP
 # layer aborts any forked child (multiprocessing's default on Linux) that calls the kernel again.
 # nogil lets a caller run disjoint edge slices on threads instead.
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _se3_between_error_kernel(Ri, ti, Rj, tj, Rz, tz, e, Ji, Jj):
     for i in range(Ri.shape[0]):
         # Tij = Ti^-1 Tj, then E = Z^-1 Tij
@@ -619,7 +620,7 @@ def _se3_between_error_kernel(Ri, ti, Rj, tj, Rz, tz, e, Ji, Jj):
                 Ji[i, 3 + r, k] = LRji[3 * r + k] - AP[3 * r + k]
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _se2_between_error_kernel(Ri, ti, Rj, tj, Rz, tz, e, Ji, Jj):
     for i in range(Ri.shape[0]):
         # Tij = Ti^-1 Tj, with rotations as (cos, sin) pairs
@@ -680,7 +681,7 @@ def _se2_between_error_kernel(Ri, ti, Rj, tj, Rz, tz, e, Ji, Jj):
         Ji[i, 2, 2] = -1.0
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _quat_to_rot_kernel(q, R):
     for i in range(q.shape[0]):
         x = q[i, 0]
@@ -701,7 +702,7 @@ def _quat_to_rot_kernel(q, R):
         R[i, 2, 2] = 1.0 - s * (x * x + y * y)
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _rot_to_quat_kernel(R, q):
     for i in range(R.shape[0]):
         m = R[i]
@@ -743,7 +744,7 @@ def _rot_to_quat_kernel(R, q):
         q[i, 3] = w
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _rpy_to_rot_kernel(roll, pitch, yaw, R):
     for i in range(roll.shape[0]):
         cr = math.cos(roll[i])
@@ -763,7 +764,7 @@ def _rpy_to_rot_kernel(roll, pitch, yaw, R):
         R[i, 2, 2] = cp * cr
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _rot_to_rpy_kernel(R, out):
     for i in range(R.shape[0]):
         m = R[i]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
@@ -20,6 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .jacobian import BlockJacobian
+from .jit import clock, thread_compile_seconds
 from .kernels import dot64
 from .linear import (
     FULL_FILL,
@@ -186,6 +186,9 @@ class SolverSummary:
     preconditioner_reused: bool = False
     preconditioner_shift: float = 0.0
     total_cg_iterations: int = 0
+    # Seconds numba spent compiling kernels during the solve. Stage, iteration and total times
+    # exclude it: a first solve in a process with a cold cache would otherwise report the compile.
+    compile_time: float = 0.0
 
     @property
     def num_iterations(self) -> int:
@@ -218,7 +221,8 @@ class SolverSummary:
             f"  cost           : {self.initial_cost:.10e} -> {self.final_cost:.10e}",
             f"  iterations     : {self.num_iterations} ({sum(i.step_accepted for i in self.iterations)} accepted), "
             f"{self.total_cg_iterations} CG iterations",
-            f"  time [s]       : total {t['total']:.4f} = residual+Jacobian {t['residual_jacobian']:.4f}, "
+            f"  time [s]       : total {t['total']:.4f} (excl. {self.compile_time:.1f} s JIT compile) "
+            f"= residual+Jacobian {t['residual_jacobian']:.4f}, "
             f"gradient+scaling {t['gradient_and_scaling']:.4f}, preconditioner {t['preconditioner']:.4f}, "
             f"linear solve {t['linear_solve']:.4f}, update {t['update']:.4f}, "
             f"initialisation {t['initialization']:.4f}",
@@ -357,24 +361,24 @@ class _LinearSystem:
         """
         opts = self.options
         times = self.summary.stage_times
-        t0 = time.perf_counter()
+        t0 = clock()
         gradient = jac.rmatvec(residuals)
         norms = jac.column_norms()
         damping_diag = damping * np.clip(norms**2, opts.min_diagonal, opts.max_diagonal)
-        times["gradient_and_scaling"] += time.perf_counter() - t0
+        times["gradient_and_scaling"] += clock() - t0
         if opts.linear_solver == "schur":
-            t0 = time.perf_counter()
+            t0 = clock()
             res = solve_schur(jac, gradient, damping_diag)
-            times["linear_solve"] += time.perf_counter() - t0
+            times["linear_solve"] += clock() - t0
             return res, gradient
         if opts.linear_solver == "cholesky":
-            t0 = time.perf_counter()
+            t0 = clock()
             csr = jac.to_csr()
             hessian = (csr.T @ csr + sp.diags(damping_diag)).tocsr()
-            times["gradient_and_scaling"] += time.perf_counter() - t0
-            t0 = time.perf_counter()
+            times["gradient_and_scaling"] += clock() - t0
+            t0 = clock()
             res = solve_direct(hessian, -gradient, self.block_size)
-            times["linear_solve"] += time.perf_counter() - t0
+            times["linear_solve"] += clock() - t0
             return res, gradient
 
         stale = self.refactor_next
@@ -395,19 +399,19 @@ class _LinearSystem:
             elif stale:
                 reason = self.refactor_reason
             if self.preconditioner is None or reason:
-                t0 = time.perf_counter()
+                t0 = clock()
                 self.preconditioner = self._factor_preconditioner(jac, norms)
-                times["preconditioner"] += time.perf_counter() - t0
+                times["preconditioner"] += clock() - t0
                 self.summary.preconditioner_events.append(reason)
                 if self.cache is not None:
                     self.cache.store(self.preconditioner, jac.num_columns, jac.values.shape[0], reason)
         if opts.linear_solver == "cgnr" and opts.cgnr_preconditioner == "block_jacobi":
-            t0 = time.perf_counter()
+            t0 = clock()
             self.jacobi = self._block_jacobi(jac, norms, damping_diag)
-            times["preconditioner"] += time.perf_counter() - t0
+            times["preconditioner"] += clock() - t0
         while True:
             try:
-                t0 = time.perf_counter()
+                t0 = clock()
                 stored = StoredJacobian.store(
                     jac,
                     self.precision.matrix_storage,
@@ -419,8 +423,8 @@ class _LinearSystem:
                 pre: BlockIncompleteCholesky | BlockJacobiPreconditioner | None = self.preconditioner or self.jacobi
                 if pre is not None:
                     pre = pre.stored(self.precision.preconditioner)
-                times["gradient_and_scaling"] += time.perf_counter() - t0
-                t0 = time.perf_counter()
+                times["gradient_and_scaling"] += clock() - t0
+                t0 = clock()
                 res = solve_cgnr(
                     stored,
                     gradient,
@@ -431,7 +435,7 @@ class _LinearSystem:
                     opts.cg_max_iterations,
                     opts.cg_q_tolerance,
                 )
-                times["linear_solve"] += time.perf_counter() - t0
+                times["linear_solve"] += clock() - t0
             except PrecisionOverflow as err:
                 if not self._fallback(err.stage, err.detail):
                     return LinearSolveResult(np.zeros(jac.num_columns), 0, "non_finite", np.inf), gradient
@@ -516,7 +520,8 @@ def solve(
         num_residuals=0,
     )
     times = summary.stage_times
-    start = time.perf_counter()
+    start = clock()
+    compile_start = thread_compile_seconds()
     system = _LinearSystem(options, precision, summary)
     system.block_size = problem.block_size
     system.cache = preconditioner_cache
@@ -524,19 +529,20 @@ def solve(
     damping = 0.0 if gauss_newton else options.initial_damping
     nu = 2.0
 
-    t0 = time.perf_counter()
+    t0 = clock()
     residuals, jac = problem.linearize(state, res_dtype)
-    times["residual_jacobian"] += time.perf_counter() - t0
+    times["residual_jacobian"] += clock() - t0
     summary.num_residuals = int(residuals.shape[0])
     cost = _cost(residuals)
     summary.initial_cost = cost
     if not math.isfinite(cost):
         summary.termination, summary.message = "FAILURE", "initial cost is not finite"
         summary.final_cost = cost
+        summary.compile_time = thread_compile_seconds() - compile_start
         return state, summary
 
     for iteration in range(1, options.max_iterations + 1):
-        it_start = time.perf_counter()
+        it_start = clock()
         system.iteration = iteration
         step, gradient = system.solve(jac, residuals, damping)
         grad_norm = float(np.max(np.abs(gradient))) if gradient.size else 0.0
@@ -554,12 +560,12 @@ def solve(
             candidate, new_cost, predicted = state, math.inf, 0.0
             dx = np.zeros_like(dx)
         else:
-            t0 = time.perf_counter()
+            t0 = clock()
             candidate = problem.retract(state, dx)
-            times["update"] += time.perf_counter() - t0
-            t0 = time.perf_counter()
+            times["update"] += clock() - t0
+            t0 = clock()
             new_residuals = problem.residuals(candidate, res_dtype)
-            times["residual_jacobian"] += time.perf_counter() - t0
+            times["residual_jacobian"] += clock() - t0
             new_cost = _cost(new_residuals)
             # Predicted decrease of the linear model: -(g.dx + 0.5 |J dx|^2).
             jdx = jac.matvec(dx)
@@ -619,12 +625,12 @@ def solve(
             stop = ("NO_CONVERGENCE", f"damping reached its maximum {options.max_damping:g}")
 
         if accepted and stop is None:
-            t0 = time.perf_counter()
+            t0 = clock()
             residuals, jac = problem.linearize(state, res_dtype)
-            times["residual_jacobian"] += time.perf_counter() - t0
+            times["residual_jacobian"] += clock() - t0
             if not np.all(np.isfinite(jac.values)):
                 stop = ("FAILURE", "the Jacobian is not finite at the accepted state")
-        now = time.perf_counter()
+        now = clock()
         report.iteration_time = now - it_start
         report.total_time = now - start
         summary.iterations.append(report)
@@ -644,7 +650,8 @@ def solve(
         summary.message = f"iteration limit of {options.max_iterations} reached"
 
     summary.final_cost = cost
-    times["total"] = time.perf_counter() - start
+    times["total"] = clock() - start
+    summary.compile_time = thread_compile_seconds() - compile_start
     return state, summary
 
 

@@ -21,15 +21,15 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.linalg as sla
-from numba import njit
 
 from .jacobian import BlockJacobian
+from .jit import jit
 from .linear import LinearSolveResult
 
 __all__ = ["solve_schur"]
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _accumulate(values, cam_id, pt_id, w_id, coff, cw, poff, pw, U, V, W):
     """U[c] += A^T A, V[p] += B^T B (upper triangles) and W[w_id] = A^T B for every block."""
     rdim = values.shape[1]
@@ -60,7 +60,7 @@ def _accumulate(values, cam_id, pt_id, w_id, coff, cw, poff, pw, U, V, W):
                     W[k, i, j] = acc
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _reduce(W, w_cam, ptr, order, Vinv, Vg, S, rhs):
     """S -= W V^-1 W^T (upper block triangle only) and rhs += W V^-1 g_p, point by point."""
     cw = W.shape[1]
@@ -100,7 +100,7 @@ def _reduce(W, w_cam, ptr, order, Vinv, Vg, S, rhs):
                             row[j] -= y * Wk[j]
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _back_substitute(W, w_cam, ptr, order, dx_c, g_p):
     """t_p = -g_p - sum W^T dx_c over the point's observations."""
     cw = W.shape[1]

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +46,7 @@ import numpy as np
 
 from ..ba.window import SlidingWindowBundleAdjuster, WindowOptions
 from ..solver import lie
+from ..solver.jit import clock, thread_compile_seconds
 from ..solver.lm import SolverOptions, SolverSummary
 from ..solver.precision import PrecisionConfig, load_precision
 from .features import (
@@ -233,7 +233,8 @@ class VOStatistics:
     reinitializations: int = 0
     fp16_fallbacks: int = 0
     ba_time: float = 0.0
-    total_time: float = 0.0
+    total_time: float = 0.0  # excludes JIT compile (timings use jit.clock)
+    compile_time: float = 0.0  # seconds numba spent compiling inside process()
 
 
 def _pose_matrix(R: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -350,7 +351,8 @@ class VisualOdometry:
     # -- per frame --------------------------------------------------------------------------
     def process(self, frame: Frame) -> FrameResult:
         """Run one frame through the pipeline (module doc) and return its result."""
-        t_start = time.perf_counter()
+        t_start = clock()  # stage timings exclude numba compile time, counted in stats.compile_time
+        compile_start = thread_compile_seconds()
         timings: dict[str, float] = {}
         stamp = int(frame.stamp_ns)
         if self._stamp is not None and stamp <= self._stamp:
@@ -363,14 +365,15 @@ class VisualOdometry:
         else:
             result = self._track(stamp, image, right, depth, predicted, timings)
         self._prev_image = image
-        timings["total"] = time.perf_counter() - t_start
+        timings["total"] = clock() - t_start
         result.timings = timings
         self.stats.frames += 1
         self.stats.total_time += timings["total"]
+        self.stats.compile_time += thread_compile_seconds() - compile_start
         return result
 
     def _rectify(self, frame: Frame, timings: dict[str, float]):
-        t0 = time.perf_counter()
+        t0 = clock()
         image = frame.image
         if image.ndim == 3:
             image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
@@ -390,7 +393,7 @@ class VisualOdometry:
             if frame.depth is None:
                 raise ValueError(f"frame {frame.stamp_ns}: rgbd mode needs a depth image")
             depth = self.rectifier.depth(np.ascontiguousarray(frame.depth, dtype=np.float32))
-        timings["rectify"] = time.perf_counter() - t0
+        timings["rectify"] = clock() - t0
         return image, right, depth
 
     def _depths(self, image: np.ndarray, right: np.ndarray | None, depth: np.ndarray | None, pts: np.ndarray,
@@ -410,12 +413,12 @@ class VisualOdometry:
         return Xc @ T_wc[:3, :3].T + T_wc[:3, 3]
 
     def _initialize(self, stamp, image, right, depth, predicted, timings) -> FrameResult:
-        t0 = time.perf_counter()
+        t0 = clock()
         pts = detect_features(image, np.zeros((0, 2), np.float32), self.features)
-        timings["detect"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        timings["detect"] = clock() - t0
+        t0 = clock()
         right_u = self._depths(image, right, depth, pts) if len(pts) else np.zeros(0)
-        timings["depth"] = time.perf_counter() - t0
+        timings["depth"] = clock() - t0
         ok = np.isfinite(right_u)
         first = self._T_wc is None
         if np.count_nonzero(ok) < self.config.min_init_features:
@@ -474,7 +477,7 @@ class VisualOdometry:
 
     def _track(self, stamp, image, right, depth, predicted, timings) -> FrameResult:
         cfg = self.config
-        t0 = time.perf_counter()
+        t0 = clock()
         # Start KLT where the prediction puts each landmark: robust to fast rotation.
         guess = None
         if predicted is not None and len(self._pts):
@@ -482,15 +485,15 @@ class VisualOdometry:
         pts, good = track_features(self._prev_image, image, self._pts, self.features, guess)
         self._pts = pts
         self._keep(good)
-        timings["track"] = time.perf_counter() - t0
+        timings["track"] = clock() - t0
         tracked = len(self._pts)
         if tracked < cfg.min_tracked_features:
             return self._lose(stamp, predicted, f"only {tracked} features tracked", tracked)
 
-        t0 = time.perf_counter()
+        t0 = clock()
         has3d = np.isfinite(self._pos[:, 0])
         T_wc, inliers = self._pnp(self._pos[has3d], self._pts[has3d], predicted)
-        timings["pnp"] = time.perf_counter() - t0
+        timings["pnp"] = clock() - t0
         if T_wc is None or inliers.size < cfg.pnp_min_inliers:
             return self._lose(
                 stamp, predicted, f"PnP found {0 if T_wc is None else inliers.size} inliers", tracked
@@ -507,21 +510,21 @@ class VisualOdometry:
                 stamp, self.T_odom_base, "tracking", self.segment, len(self._pts), int(inliers.size)
             )
 
-        t0 = time.perf_counter()
+        t0 = clock()
         new = detect_features(image, self._pts, self.features)
-        timings["detect"] = time.perf_counter() - t0
+        timings["detect"] = clock() - t0
         self._pts = np.concatenate([self._pts, new])
         self._ids = np.concatenate([self._ids, np.full(len(new), -1, dtype=np.int64)])
         self._pos = np.concatenate([self._pos, np.full((len(new), 3), np.nan)])
         self._kf_pts = np.concatenate([self._kf_pts, new])
-        t0 = time.perf_counter()
+        t0 = clock()
         disparity_guess = None
         if self.config.mode == "stereo":
             zc = self._camera_depth(T_wc, self._pos)
             with np.errstate(divide="ignore", invalid="ignore"):
                 disparity_guess = self.camera.fx * self.baseline / zc
         right_u = self._depths(image, right, depth, self._pts, disparity_guess)
-        timings["depth"] = time.perf_counter() - t0
+        timings["depth"] = clock() - t0
         # A feature without a landmark and without depth now is of no use: drop it.
         lonely = (self._ids < 0) & ~np.isfinite(right_u)
         self._keep(~lonely)
@@ -609,9 +612,9 @@ class VisualOdometry:
         fresh = np.isin(self._ids, new_ids)
         if fresh.any():
             self.window.add_landmarks(self._ids[fresh], self._pos[fresh])
-        t0 = time.perf_counter()
+        t0 = clock()
         summary = self.window.optimize()
-        ba_time = time.perf_counter() - t0
+        ba_time = clock() - t0
         timings["ba"] = ba_time
         self.stats.ba_time += ba_time
         self.stats.fp16_fallbacks += len(summary.fallbacks)
@@ -637,9 +640,9 @@ class VisualOdometry:
         self._kf_count = len(self._pts)
         self._kf_stamp = stamp
 
-        t0 = time.perf_counter()
+        t0 = clock()
         desc, idx = orb_descriptors(image, self._pts)
-        timings["orb"] = time.perf_counter() - t0
+        timings["orb"] = clock() - t0
         R, t = T_wc[:3, :3], T_wc[:3, 3]
         points_cam = (self._pos[idx] - t) @ R
         keyframe = Keyframe(

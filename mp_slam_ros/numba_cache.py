@@ -1,0 +1,107 @@
+"""Where numba keeps the compiled kernels: one on-disk cache per user, shared by every entry point.
+
+The kernels take tens of seconds to compile, so the CLI, the ROS nodes, the tests and the
+benchmarks must all find the same cache. numba reads ``NUMBA_CACHE_DIR`` when it is imported and
+decides where a function is cached when the function is decorated, so this module runs from
+``mp_slam_ros/__init__.py``, before any kernel module imports numba. It imports nothing heavy.
+
+Order of the candidates:
+
+1. ``NUMBA_CACHE_DIR`` if the user set it (honoured as is: only that directory is tried);
+2. ``$XDG_CACHE_HOME/mp_slam_ros`` (when ``XDG_CACHE_HOME`` is an absolute path);
+3. ``~/.cache/mp_slam_ros``.
+
+The first writable one is used. If none is (read-only install, service account without a home),
+kernels compile in memory in every process instead of numba raising "no locator available" at
+import; :data:`CACHE_DIR` is then None and one warning names the directories tried.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+
+ENV_VAR = "NUMBA_CACHE_DIR"
+SUBDIR = "mp_slam_ros"
+
+
+class NumbaCacheWarning(RuntimeWarning):
+    """No cache directory is writable: kernels are compiled in memory in every process."""
+
+
+def candidate_dirs(environ: Mapping[str, str] | None = None) -> list[Path]:
+    """Cache directories to try, best first (see the module docstring)."""
+    env = os.environ if environ is None else environ
+    user_dir = env.get(ENV_VAR, "")
+    if user_dir:
+        return [Path(user_dir).expanduser()]
+    out: list[Path] = []
+    xdg = env.get("XDG_CACHE_HOME", "")
+    # The XDG spec says a relative XDG_CACHE_HOME is invalid and must be ignored.
+    if xdg and os.path.isabs(xdg):
+        out.append(Path(xdg) / SUBDIR)
+    home = env.get("HOME", "")
+    if not home and environ is None:
+        try:
+            home = str(Path.home())  # from the password database when HOME is unset
+        except (RuntimeError, KeyError):
+            home = ""
+    if home:
+        fallback = Path(home).expanduser() / ".cache" / SUBDIR
+        if fallback not in out:
+            out.append(fallback)
+    return out
+
+
+def is_writable_dir(path: Path) -> bool:
+    """Whether `path` exists (or can be created) and a file can be written in it.
+
+    A real write, not os.access: root passes every permission check, and a read-only mount or a
+    path under a regular file only fails when something is actually written.
+    """
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError:
+        return False
+    return True
+
+
+def resolve_cache_dir(environ: Mapping[str, str] | None = None) -> tuple[Path | None, list[Path]]:
+    """The first writable candidate (None if there is none) and the candidates that were tried."""
+    tried = candidate_dirs(environ)
+    for path in tried:
+        if is_writable_dir(path):
+            return path.resolve(), tried
+    return None, tried
+
+
+def _configure() -> Path | None:
+    path, tried = resolve_cache_dir()
+    if path is None:
+        where = ", ".join(str(p) for p in tried) or "no candidate (HOME and XDG_CACHE_HOME unset)"
+        warnings.warn(
+            f"mp_slam_ros: no writable numba cache directory (tried {where}); kernels are compiled in "
+            f"memory in every process. Set {ENV_VAR} to a writable directory to keep them.",
+            NumbaCacheWarning,
+            stacklevel=3,
+        )
+        return None
+    os.environ[ENV_VAR] = str(path)
+    # numba read the environment when it was imported; if someone imported it before us, make it
+    # read it again so the kernels decorated from now on use this directory.
+    config = sys.modules.get("numba.core.config")
+    if config is not None:
+        config.reload_config()
+    return path
+
+
+#: The cache directory in use (also in ``os.environ["NUMBA_CACHE_DIR"]``), or None: compiled in memory.
+CACHE_DIR: Path | None = _configure()
+#: Whether the project's kernels are cached on disk (``cache=`` of :func:`mp_slam_ros.solver.jit.jit`).
+CACHE_ENABLED: bool = CACHE_DIR is not None
