@@ -94,12 +94,13 @@ $(STAMP): setup.py setup.cfg package.xml $(LOCK)
 	@test -x $(VBIN)/mp-slam || { echo "error: $(VBIN)/mp-slam was not generated" >&2; exit 1; }
 	@# Keep colcon from ever crawling into the venv.
 	touch $(VENV)/COLCON_IGNORE
-	@# Compile the kernels now, once, rather than inside the first solve of every first run.
-	$(VBIN)/mp-slam warmup
+	@# Compile the kernels now, once, rather than inside the first solve of every first run, and
+	@# keep a copy in the venv that seeds the cache of every other user of this install.
+	$(VBIN)/mp-slam warmup --install-seed
 	touch $@
 
 warmup: $(STAMP)
-	$(VBIN)/mp-slam warmup
+	$(VBIN)/mp-slam warmup --install-seed
 
 demo: $(STAMP)
 	$(VBIN)/mp-slam demo --out demo_out

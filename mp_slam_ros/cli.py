@@ -210,6 +210,18 @@ def _warmup(args: argparse.Namespace) -> int:
         f"warm-up done in {total:.1f} s: {compile_count()} kernel compilations ({compile_seconds():.1f} s), "
         "the rest loaded from the cache"
     )
+    if args.install_seed:
+        if CACHE_DIR is None:
+            raise OSError("--install-seed: no kernel cache on disk to copy")
+        import shutil
+
+        from .numba_cache import seed_dirs
+
+        target = seed_dirs({})[-1]  # <prefix>/share/mp_slam_ros/kernel_cache of this interpreter
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(CACHE_DIR, target, ignore=shutil.ignore_patterns(".seeded-from"))
+        print(f"kernel cache copied to {target}: every user of this install starts from it")
     return 0
 
 
@@ -341,6 +353,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         choices=STAGES,
         help="only this stage (repeatable; default: all)",
+    )
+    w.add_argument(
+        "--install-seed",
+        action="store_true",
+        help="then copy the cache to <prefix>/share/mp_slam_ros/kernel_cache, which seeds every other "
+        "user's empty cache (run it as the user who installed)",
     )
     w.set_defaults(func=_warmup)
     return parser

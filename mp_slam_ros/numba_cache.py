@@ -11,7 +11,13 @@ Order of the candidates:
 2. ``$XDG_CACHE_HOME/mp_slam_ros`` (when ``XDG_CACHE_HOME`` is an absolute path);
 3. ``~/.cache/mp_slam_ros``.
 
-The first writable one is used. If none is (read-only install, service account without a home),
+The first writable one is used.  A new, empty one is first seeded from the install's kernel cache
+(:func:`seed_dirs`: ``MP_SLAM_KERNEL_SEED``, or ``<prefix>/share/mp_slam_ros/kernel_cache`` that
+``make venv`` fills after ``mp-slam warmup``): numba keys its cache by the source file's path and
+time stamp, so kernels compiled once for an install load for every user of that install.  (numba
+cannot load from a read-only directory, so the seed is copied, not used in place.)
+
+If none is writable (read-only install, service account without a home),
 kernels compile in memory in every process instead of numba raising "no locator available" at
 import; :data:`CACHE_DIR` is then None and one warning names the directories tried.
 """
@@ -26,7 +32,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 ENV_VAR = "NUMBA_CACHE_DIR"
+SEED_ENV_VAR = "MP_SLAM_KERNEL_SEED"
 SUBDIR = "mp_slam_ros"
+_SEEDED_MARKER = ".seeded-from"
 
 
 class NumbaCacheWarning(RuntimeWarning):
@@ -81,6 +89,46 @@ def resolve_cache_dir(environ: Mapping[str, str] | None = None) -> tuple[Path | 
     return None, tried
 
 
+def seed_dirs(environ: Mapping[str, str] | None = None) -> list[Path]:
+    """Read-only kernel caches an install ships (see the module docstring), best first."""
+    env = os.environ if environ is None else environ
+    out = [Path(env[SEED_ENV_VAR]).expanduser()] if env.get(SEED_ENV_VAR) else []
+    out.append(Path(sys.prefix) / "share" / SUBDIR / "kernel_cache")
+    return out
+
+
+def seed_cache(cache_dir: Path, seeds: list[Path]) -> int:
+    """Copy the first existing seed's files that ``cache_dir`` lacks; the number of files copied.
+
+    Done once per seed (a marker names it); a seed that cannot be read is skipped quietly, since
+    compiling is the fallback anyway.
+    """
+    import shutil
+
+    for seed in seeds:
+        if not seed.is_dir():
+            continue
+        marker = cache_dir / _SEEDED_MARKER
+        try:
+            stamp = f"{seed.resolve()} {seed.stat().st_mtime_ns}"
+            if marker.is_file() and marker.read_text() == stamp:
+                return 0
+            copied = 0
+            for src in seed.rglob("*"):
+                dst = cache_dir / src.relative_to(seed)
+                if src.is_dir():
+                    dst.mkdir(parents=True, exist_ok=True)
+                elif not dst.exists():
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(src, dst)
+                    copied += 1
+            marker.write_text(stamp)
+            return copied
+        except OSError:
+            continue
+    return 0
+
+
 def _configure() -> Path | None:
     path, tried = resolve_cache_dir()
     if path is None:
@@ -93,6 +141,7 @@ def _configure() -> Path | None:
         )
         return None
     os.environ[ENV_VAR] = str(path)
+    seed_cache(path, [d for d in seed_dirs() if d.resolve() != path])
     # numba read the environment when it was imported; if someone imported it before us, make it
     # read it again so the kernels decorated from now on use this directory.
     config = sys.modules.get("numba.core.config")

@@ -234,3 +234,20 @@ def test_warm_up_rejects_unknown_names():
         warm_up(["fp64"], stages=["nope"])
     with pytest.raises(ValueError, match="neither a preset"):
         warm_up(["fp8"])
+
+
+def test_an_empty_cache_is_seeded_once_from_the_install_and_the_kernels_load(tmp_path, repo_root):
+    """Another user of the same install: the kernels the installer compiled load from the seed."""
+    seed, cache = tmp_path / "seed", tmp_path / "user_cache"
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(seed), "PYTHONPATH": str(repo_root)}
+    code = ("from mp_slam_ros.warmup import warm_up\nfrom mp_slam_ros.solver.jit import compile_count\n"
+            "warm_up(['fp64'], stages=['loop'])\nprint(compile_count())")
+    first = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    assert int(first.stdout.split()[-1]) > 0  # compiled into the seed
+    env.update(NUMBA_CACHE_DIR=str(cache), MP_SLAM_KERNEL_SEED=str(seed))
+    second = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr
+    assert int(second.stdout.split()[-1]) == 0, "the seeded cache should have been loaded, not compiled"
+    assert (cache / ".seeded-from").is_file()
+    assert {p.name for p in seed.rglob("*.nbi")} <= {p.name for p in cache.rglob("*.nbi")}
