@@ -57,12 +57,13 @@ export NUMBA_CACHE_DIR
 endif
 
 # The venv's bin first on PATH so `colcon` (and the python it runs setup.py /
-# pytest with) is the venv's.
-VENV_PATH := $(CURDIR)/$(VBIN):$(PATH)
+# pytest with) is the venv's; the recipe's own PATH after it (test-ros adds ROS 2's there).
+VENV_PATH = $(CURDIR)/$(VBIN):$$PATH
 
 # `--paths .`: exactly this package; no crawling of .venv/, ../shared, etc.
 COLCON_PKG := --paths .
-COLCON_BASES := --build-base $(BUILD_BASE) --install-base $(INSTALL_BASE)
+# Recursive (=): test-ros and test-oldest set their own bases.
+COLCON_BASES = --build-base $(BUILD_BASE) --install-base $(INSTALL_BASE)
 
 .PHONY: venv warmup lock test-ros test-oldest test-latest demo demo-vo test lint bench-pgo bench-ba bench-ba-windows bench-vo bench-loop bench-readme clean distclean
 

@@ -6,6 +6,7 @@ working directory; this file is then still the one in the source tree).
 """
 
 import importlib.util
+import logging
 import os
 from pathlib import Path
 
@@ -78,3 +79,17 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker('ros') is not None:
             item.add_marker(skip_ros)
+
+
+@pytest.fixture(autouse=True)
+def _package_loggers_propagate():
+    """Keep the package's log records reaching pytest's caplog in a sourced ROS 2.
+
+    launch_testing's pytest plugin imports ``launch``, whose logger class turns ``propagate`` off
+    for every logger created afterwards (``launch.logging.LaunchLogger``), ours included.
+    """
+    logging.getLogger('mp_slam_ros')  # the package logger itself, which caplog.at_level(logger=...) uses
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if isinstance(logger, logging.Logger) and (name == 'mp_slam_ros' or name.startswith('mp_slam_ros.')):
+            logger.propagate = True
+    yield

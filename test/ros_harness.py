@@ -183,10 +183,16 @@ class Recorder(Node):
         return self.call(SetParameters, f"/{node}/set_parameters", request).results[0]
 
 
-def play_bag(bag: Path, timeout: float) -> subprocess.CompletedProcess:
-    """``ros2 bag play --clock`` of ``bag`` to its end."""
-    return subprocess.run(["ros2", "bag", "play", "--clock", "100", str(bag)], env=private_ros_env(),
-                          capture_output=True, text=True, timeout=timeout, check=False)
+def play_bag(r: Recorder, bag: Path, timeout: float) -> tuple[int, str]:
+    """``ros2 bag play --clock`` of ``bag`` to its end, the recorder spinning meanwhile; (exit code, stderr)."""
+    with subprocess.Popen(["ros2", "bag", "play", "--clock", "100", str(bag)], env=private_ros_env(),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as play:
+        try:
+            r.spin_until(lambda: play.poll() is not None, timeout, f"ros2 bag play {bag.name} to end")
+        finally:
+            if play.poll() is None:
+                play.kill()
+        return play.wait(), play.stderr.read()
 
 
 def check_bag_replay(tc: Any, r: Recorder, bag: Path, params: Path, work: Path, image_topic: str,
@@ -195,11 +201,13 @@ def check_bag_replay(tc: Any, r: Recorder, bag: Path, params: Path, work: Path, 
     # The nodes compile their kernels before they subscribe: play only once both listen.
     r.spin_until(lambda: r.count_publishers("/odom") > 0 and r.count_subscribers(image_topic) > 0
                  and r.count_subscribers("/keyframe/pose") > 1, 120.0, "vo_node and loop_closure_node")
-    played = play_bag(bag, timeout=300.0)
-    tc.assertEqual(played.returncode, 0, played.stderr)
+    code, stderr = play_bag(r, bag, timeout=300.0)
+    tc.assertEqual(code, 0, stderr)
+    # vo_node's last report while the bag played (afterwards it rightly warns: no input).
+    vo_during_play = r.last_diagnostics(VO)
     frames = frame_count(bag, image_topic)
     # Whatever is still queued gets two seconds: a node that keeps up has (almost) nothing left.
-    r.spin_for(2.0)
+    r.spin_for(2.0)  # (vo_during_play above: diagnostics_period is 1 s, so a report came in while it played)
     rec = r.rec
     with r.lock:
         odom = list(rec.odom)
@@ -226,6 +234,10 @@ def check_bag_replay(tc: Any, r: Recorder, bag: Path, params: Path, work: Path, 
                  and int(d[2].get("keyframes", -1)) == len(keyframes), 60.0,
                  f"loop closure to hold all {len(keyframes)} keyframes")
     level, message, values = r.last_diagnostics(LC)
+    print(f"[e2e] {bag.name}: {len(odom)}/{frames} odometry messages, live vs offline RMS "
+          f"{1e3 * float(np.sqrt(np.mean(diff**2))):.4f} mm (max {1e3 * float(diff.max()):.4f} mm), "
+          f"{len(keyframes)} keyframes, {values['keyframes']} in loop closure, {values['loops accepted']} loops, "
+          f"{values['dropped keyframes']} dropped")
     tc.assertGreater(len(keyframes), 20)
     tc.assertEqual(int(values["dropped keyframes"]), 0)
     tc.assertEqual(int(values["incomplete keyframe sets"]), 0)
@@ -234,8 +246,10 @@ def check_bag_replay(tc: Any, r: Recorder, bag: Path, params: Path, work: Path, 
     r.spin_for(1.5)  # one more period: a period with drops or errors would be WARN / ERROR
     level, message, values = r.last_diagnostics(LC)
     tc.assertEqual(level, 0, message)
-    vo_level, vo_message, vo_values = r.last_diagnostics(VO)
+    tc.assertIsNotNone(vo_during_play, "no diagnostics from vo_node")
+    vo_level, vo_message, vo_values = vo_during_play
     tc.assertEqual(vo_level, 0, vo_message)
+    vo_level, vo_message, vo_values = r.last_diagnostics(VO)
     tc.assertEqual(int(vo_values.get("dropped frames", "0")), 0, vo_values)
 
     # TF: map -> odom -> base_link, stamped in bag time; the extrinsic comes from the bag.
