@@ -196,7 +196,7 @@ def run_ours(
 
     kwargs: dict[str, Any] = {"linear_solver": solver}
     if time_limit is not None:
-        kwargs["max_time_seconds"] = time_limit
+        kwargs["max_solver_time_in_seconds"] = time_limit
     extra = {} if init == DEFAULT_INIT else {"initialization": init}
 
     def run_once() -> dict:
@@ -815,7 +815,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         default=None,
         metavar="SEC",
-        help="SolverOptions.max_time_seconds for our solver (default: none; changes results)",
+        help="SolverOptions.max_solver_time_in_seconds for our solver (default: none; changes results)",
     )
     add_output_args(ap, "pgo", "pgo_quick")
     return ap.parse_args(argv)

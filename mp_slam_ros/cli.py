@@ -4,11 +4,35 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from pathlib import Path
 
 from .solver.precision import PRESET_NAMES
 from .warmup import STAGES
+
+
+def _positive_int(text: str) -> int:
+    """argparse type of counts that must be at least 1 (a bad value fails at parsing, before any file
+    is read; a negative --max-frames is a typo, not "all")."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    """argparse type: a finite number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got '{text}'") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds > 0, got '{text}'")
+    return value
 
 
 def _add_solver_args(p: argparse.ArgumentParser, solvers: tuple[str, ...], default: str) -> None:
@@ -18,7 +42,13 @@ def _add_solver_args(p: argparse.ArgumentParser, solvers: tuple[str, ...], defau
         help=f"a preset ({', '.join(PRESET_NAMES)}) or a precision YAML file (default: mixed)",
     )
     p.add_argument("--solver", choices=solvers, default=default, help=f"linear solver (default: {default})")
-    p.add_argument("--max-iterations", type=int, default=50)
+    p.add_argument("--max-iterations", type=_positive_int, default=50, help="LM iterations (default: 50)")
+    p.add_argument(
+        "--max-time",
+        type=_positive_seconds,
+        metavar="SECONDS",
+        help="stop the solve after this many seconds, keeping the best state so far (default: no limit)",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of text")
     p.add_argument("--quiet", action="store_true", help="no per-iteration table")
 
@@ -35,20 +65,24 @@ def _solve_and_report(args: argparse.Namespace, header: str, run, write) -> int:
     options = SolverOptions(
         linear_solver=args.solver,
         max_iterations=args.max_iterations,
+        max_solver_time_in_seconds=math.inf if args.max_time is None else args.max_time,
         verbose=not (args.quiet or args.json),
     )
     if not args.json:
-        print(header)
+        print(header, flush=True)
     result, summary = run(precision, options)
-    if args.out:
+    # A FAILURE's state is neither the input nor a solution: writing it would replace a good file
+    # with garbage. The writers replace atomically, so an error while writing leaves the old file.
+    usable = summary.termination != "FAILURE" and math.isfinite(summary.final_cost)
+    if args.out and usable:
         write(result, args.out)
     if args.json:
         print(summary.to_json(indent=2))
     else:
         print(summary.report())
         if args.out:
-            print(f"wrote {args.out}")
-    return 0 if summary.termination != "FAILURE" else 1
+            print(f"wrote {args.out}" if usable else f"not writing {args.out}: the solve failed")
+    return 0 if usable else 1
 
 
 def _pgo(args: argparse.Namespace) -> int:
@@ -128,6 +162,7 @@ def _replay(args: argparse.Namespace) -> int:
         max_frames=args.max_frames,
         loop_closure=None if args.no_loop_closure else lc_config,
         base_camera_source="config" if explicit else sequence.T_base_camera_source,
+        allow_no_init=args.allow_no_init,
     )
     print(report.text())
     print(f"wrote {args.out}/ ({', '.join(report.outputs.values())}, report.json)")
@@ -154,17 +189,42 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_vocabulary_args(args: argparse.Namespace) -> None:
+    """Every problem ``vocabulary train`` can see in its arguments, before it reads an image."""
+    import os
+
+    if args.every < 1 or (args.max_images is not None and args.max_images < 1):
+        raise ValueError("--every and --max-images must be at least 1")
+    if args.branching < 2:
+        raise ValueError(f"--branching must be at least 2, got {args.branching}")
+    if args.depth < 1:
+        raise ValueError(f"--depth must be at least 1, got {args.depth}")
+    if args.max_features < 1:
+        raise ValueError(f"--max-features must be at least 1, got {args.max_features}")
+    missing = [item for item in args.input if item != "synthetic" and not Path(item).exists()]
+    if missing:
+        raise ValueError(f"input(s) not found: {', '.join(missing)}")
+    out = Path(args.out)
+    if out.suffix != ".npz":  # loop closure's vocabulary_file reads .npz archives
+        raise ValueError(f"--out {args.out}: the vocabulary is written as .npz; name the file *.npz")
+    if out.is_dir():
+        raise ValueError(f"--out {args.out} is a directory; give a file name ending in .npz")
+    out_dir = out.resolve().parent
+    if not out_dir.is_dir():
+        raise ValueError(f"--out {args.out}: directory {out_dir} does not exist")
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {args.out}: directory {out_dir} is not writable")
+    if out.exists() and not os.access(out, os.W_OK):
+        raise ValueError(f"--out {args.out}: the file exists and is not writable")
+
+
 def _vocabulary(args: argparse.Namespace) -> int:
     import time
 
     from .loop.vocabulary import BinaryVocabulary, synthetic_training_sequences, training_descriptors
     from .replay import open_sequence
 
-    if args.every < 1 or (args.max_images is not None and args.max_images < 1):
-        raise ValueError("--every and --max-images must be at least 1")
-    out_dir = Path(args.out).resolve().parent
-    if not out_dir.is_dir():  # fail now rather than after minutes of training
-        raise ValueError(f"--out {args.out}: directory {out_dir} does not exist")
+    _check_vocabulary_args(args)  # fail now rather than after minutes of training
     t0 = time.perf_counter()
     descriptor_sets = []
     for item in args.input:
@@ -177,6 +237,11 @@ def _vocabulary(args: argparse.Namespace) -> int:
             )  # fmt: skip
     num_descriptors = sum(len(d) for d in descriptor_sets)
     print(f"{len(descriptor_sets)} images, {num_descriptors} descriptors")
+    if num_descriptors == 0:
+        raise ValueError(
+            f"no ORB descriptors in the {len(descriptor_sets)} training image(s) of {', '.join(args.input)} "
+            "(no images, or images without texture: check the inputs, --mode, --every and --max-images)"
+        )
     vocabulary = BinaryVocabulary.train(
         descriptor_sets, branching=args.branching, depth=args.depth, seed=args.seed, progress=not args.no_progress
     )
@@ -291,7 +356,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--storage", choices=("sqlite3", "mcap"), default="sqlite3", help="output bag storage")
     r.add_argument("--no-bag", action="store_true", help="do not write the output rosbag2")
     r.add_argument("--no-loop-closure", action="store_true", help="visual odometry only")
-    r.add_argument("--max-frames", type=int, help="stop after this many frames")
+    r.add_argument("--max-frames", type=_positive_int, help="stop after this many frames (at least 1)")
+    r.add_argument(
+        "--allow-no-init",
+        action="store_true",
+        help="a sequence the odometry never initialises on is not an error: write the outputs without "
+        "poses (report.json says initialized: false) and exit 0",
+    )
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.set_defaults(func=_replay)
 
@@ -369,10 +440,18 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    from yaml import YAMLError
+
     try:
         return int(args.func(args) or 0)
-    except (ValueError, OSError) as err:
+    except KeyboardInterrupt:
+        # Ctrl-C ends every command with one line and the shell's 128 + SIGINT; nothing half-done is
+        # written (outputs are written after the work, atomically).
+        print(f"mp-slam {args.command}: interrupted", file=sys.stderr, flush=True)
+        return 130
+    except (ValueError, OSError, YAMLError) as err:
         # Input errors (bad file, line, field) are the user's to fix: say it plainly, no traceback.
+        # YAMLError is not a ValueError: a config reader that does not convert it must not leak one.
         print(f"mp-slam: error: {err}", file=sys.stderr)
         return 2
 

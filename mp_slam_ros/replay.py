@@ -19,9 +19,13 @@ topics, every frame processed, every keyframe handed to loop closure as it is ma
   trajectory and RPE;
 * ``trajectory.png`` and ``ate_over_time.png`` with ground truth.
 
-Both trajectory files are written line by line and the bag is closed on any exception, so an
-interrupted run (Ctrl-C) keeps everything up to the last processed frame; ``report.json`` then
-says ``"interrupted": true``.
+Every output is written into a hidden staging directory in ``out_dir`` and moved over the
+previous run's when the run ends, ``report.json`` last.  An interrupted run (Ctrl-C) keeps
+everything up to the last processed frame and ``report.json`` says ``"interrupted": true``; a
+run that fails (an exception, a sequence the odometry never initialises on) leaves the previous
+outputs byte for byte as they were.  Frames before the odometry initialises have no pose and
+are not written; what the reader dropped (repeated stamps, images without a partner) is in
+``report.json`` under ``input`` and among the warnings.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,6 +50,7 @@ from .vision.odometry import STATUSES, FrameResult, VisualOdometry, VOConfig
 from .vision.types import Sequence
 
 __all__ = [
+    "NotInitializedError",
     "ReplayReport",
     "config_sets_base_camera",
     "load_replay_config",
@@ -214,6 +221,12 @@ class ReplayReport:
     # warnings raised once per run (an extrinsic only assumed), repeated in text().
     extrinsic: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    # False when the odometry never initialised (no poses written; see replay's allow_no_init);
+    # frames_before_init counts the frames processed before it did, which have no pose.
+    initialized: bool = True
+    frames_before_init: int = 0
+    # What the reader dropped or repaired (Sequence.input_counts), e.g. repeated image stamps.
+    input: dict[str, int] = field(default_factory=dict)
 
     @property
     def fps(self) -> float:
@@ -266,6 +279,10 @@ class ReplayReport:
                 lines.append(f"  ATE {name:<22}: rmse {a['ate_rmse_m']:.5f} m, mean {a['ate_mean_m']:.5f} m")
             if "ate_ratio" in lc:
                 lines.append(f"  ATE with / without loop closure: {lc['ate_ratio']:.3g}")
+        if not self.initialized:
+            lines.append(f"  NEVER INITIALISED: no poses in the outputs ({self.frames} frames processed)")
+        elif self.frames_before_init:
+            lines.append(f"  {self.frames_before_init} frames before initialisation (no pose, not written)")
         if self.interrupted:
             lines.append("  INTERRUPTED: outputs hold the frames processed so far")
         ext = self.extrinsic
@@ -411,6 +428,7 @@ def replay(
     loop_closure: LoopClosureConfig | None = None,
     vocabulary: Any = None,
     base_camera_source: str | None = None,
+    allow_no_init: bool = False,
 ) -> ReplayReport:
     """Run the VO pipeline (and loop closure) over ``sequence`` and write the outputs of the module doc.
 
@@ -425,7 +443,17 @@ def replay(
     :data:`~mp_slam_ros.io.frames.EXTRINSIC_ASSUMED` and the images are not in the sequence's
     base frame, the odometry is the camera's pose under the base frame's name: that is logged
     once as a warning and repeated in the report.
+
+    Frames before the odometry first initialises have no pose and are not written (the report
+    counts them in ``frames_before_init``).  A run that never initialises raises
+    :class:`NotInitializedError` and leaves ``out_dir`` as it was, unless ``allow_no_init``: then the
+    outputs are written without poses and the report says ``"initialized": false``.  Every output
+    is built in a hidden staging directory in ``out_dir`` and moved into place when the run ends
+    (completed or interrupted), so a run that fails leaves the previous run's outputs untouched.
     """
+    if max_frames is not None and (isinstance(max_frames, bool) or not isinstance(max_frames, (int, np.integer))
+                                   or max_frames < 1):
+        raise ValueError(f"max_frames must be a positive integer, got {max_frames!r}")
     if config is None:
         config = VOConfig(mode=sequence.mode, T_base_camera=tuple(sequence.T_base_camera.reshape(-1)))
         base_camera_source = base_camera_source or sequence.T_base_camera_source or "the sequence"
@@ -447,7 +475,8 @@ def replay(
         "source": base_camera_source or "config",
         "T_base_camera": config.T_base_camera_matrix.tolist(),
     }
-    report.warnings = warnings
+    report.warnings = warnings + list(sequence.input_warnings)
+    report.input = dict(sequence.input_counts)
     lc = None
     if loop_closure is not None:
         from .loop.pipeline import LoopClosure
@@ -464,23 +493,22 @@ def replay(
 
     from tqdm import tqdm
 
+    # Everything is written into a staging directory and moved over the previous run's outputs
+    # only when this run ends (completed or interrupted): a failure must not destroy them.
+    staging = Path(tempfile.mkdtemp(dir=out, prefix=".replay-", suffix=".tmp"))
     bag = None
     if write_bag:
         from .io.rosbag import OutputBagWriter
 
-        bag_path = out / "odometry_bag"
-        if bag_path.exists():
-            import shutil
-
-            shutil.rmtree(bag_path)  # a previous run's output: replaced, like the other files
-        bag = OutputBagWriter(bag_path, storage=storage)
+        bag = OutputBagWriter(staging / "odometry_bag", storage=storage)
         report.outputs["bag"] = "odometry_bag"
     t_wall = time.perf_counter()
     bar = tqdm(total=total, unit="frame", disable=not progress, dynamic_ncols=True, desc=name)
     odo_file: TextIO
     kf_file: TextIO
+    before_init = 0
     try:
-        with open(out / "odometry.tum", "w") as odo_file, open(out / "keyframes.tum", "w") as kf_file:
+        with open(staging / "odometry.tum", "w") as odo_file, open(staging / "keyframes.tum", "w") as kf_file:
             header = (
                 f"# {name}: base_link in odom, mp_slam_ros visual odometry, precision {vo.precision.name}\n"
             )
@@ -492,11 +520,19 @@ def replay(
                 if i >= total:
                     break
                 result = vo.process(frame)
-                stamps.append(result.stamp_ns)
-                poses.append(result.T_odom_base)
                 report.statuses[result.status] = report.statuses.get(result.status, 0) + 1
                 for stage, seconds in result.timings.items():
                     stage_times.setdefault(stage, []).append(seconds)
+                if result.status == "initializing":
+                    # No map yet, so no pose: the identity the odometry reports would look like
+                    # a trajectory standing still.  Counted, not written.
+                    before_init += 1
+                    if on_result is not None:
+                        on_result(result)
+                    bar.update(1)
+                    continue
+                stamps.append(result.stamp_ns)
+                poses.append(result.T_odom_base)
                 odo_file.write(_tum_line(result.stamp_ns, result.T_odom_base))
                 odo_file.flush()
                 if bag is not None:
@@ -526,13 +562,70 @@ def replay(
     except KeyboardInterrupt:
         report.interrupted = True
         log.warning("replay interrupted after %d frames; outputs hold those frames", len(stamps))
+    except BaseException:
+        bar.close()
+        if bag is not None:
+            bag.__exit__(None, None, None)
+        shutil.rmtree(staging, ignore_errors=True)  # the previous run's outputs stay as they were
+        raise
     finally:
         bar.close()
         if bag is not None:
-            if kf_path and len(kf_path) % _PATH_EVERY:
+            if kf_path and len(kf_path) % _PATH_EVERY and staging.exists():
                 bag.write_path(kf_path[-1][0], "odom", kf_path)
             bag.__exit__(None, None, None)
 
+    try:
+        return _finish_replay(report, sequence, vo, lc, out, staging, name, plots, stamps, poses, live_map,
+                              stage_times, kf_times, before_init, t_wall, allow_no_init)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # empty after a commit; a failed run's partial outputs
+
+
+class NotInitializedError(ValueError):
+    """A replay whose visual odometry never initialised: it has no trajectory to write."""
+
+
+def _commit(staging: Path, out: Path) -> None:
+    """Move every output from ``staging`` over ``out``'s, ``report.json`` last (it describes the rest)."""
+    entries = sorted(staging.iterdir(), key=lambda p: p.name == "report.json")
+    for src in entries:
+        dst = out / src.name
+        if src.is_dir() and (dst.is_dir() and not dst.is_symlink()):
+            # A directory cannot be renamed over a non-empty one: move the old one aside first.
+            old = staging / f".old-{src.name}"
+            os.replace(dst, old)
+            os.replace(src, dst)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(src, dst)
+
+
+def _finish_replay(
+    report: ReplayReport, sequence: Sequence, vo: VisualOdometry, lc: Any, out: Path, staging: Path, name: str,
+    plots: bool, stamps: list[int], poses: list[np.ndarray], live_map: list[np.ndarray],
+    stage_times: dict[str, list[float]], kf_times: list[float], before_init: int, t_wall: float,
+    allow_no_init: bool,
+) -> ReplayReport:
+    """Statistics, the loop-corrected trajectories, accuracy and ``report.json``, then the commit."""
+    report.frames = vo.stats.frames
+    report.frames_before_init = before_init
+    report.initialized = bool(stamps)
+    if not stamps and report.frames and not report.interrupted:
+        why = (f"{sequence.name or 'sequence'}: the visual odometry never initialised in {report.frames} frames "
+               f"(no frame had min_init_features={vo.config.min_init_features} features with depth: blank, "
+               "uniform or noise images, no valid depth, or a wrong calibration?)")
+        if not allow_no_init:
+            raise NotInitializedError(f"{why}; nothing written")
+        log.warning("%s; writing outputs without poses", why)
+        report.warnings.append(why)
+        with open(staging / "odometry.tum", "a") as fh:
+            fh.write(f"# never initialised: no poses ({report.frames} frames processed)\n")
+    elif before_init:
+        message = (f"{before_init} frame(s) before the visual odometry initialised have no pose and are not in "
+                   "the outputs")
+        log.warning("%s", message)
+        report.warnings.append(message)
     report.frames = vo.stats.frames
     report.keyframes = vo.stats.keyframes
     report.processing_time_s = vo.stats.total_time
@@ -549,7 +642,8 @@ def replay(
 
     slam: dict[str, Trajectory] = {}
     if lc is not None and stamps:
-        slam = _write_slam_outputs(lc, np.asarray(stamps, dtype=np.int64), np.asarray(poses), live_map, out, name)
+        slam = _write_slam_outputs(lc, np.asarray(stamps, dtype=np.int64), np.asarray(poses), live_map, staging,
+                                   name)
         report.outputs.update(slam="slam.tum", slam_live="slam_live.tum", keyframes_slam="keyframes_slam.tum")
         report.loop_closure = {
             "statistics": lc.stats.as_dict(),
@@ -562,7 +656,7 @@ def replay(
     if sequence.ground_truth is not None and len(stamps) >= 3:
         estimate = Trajectory(np.asarray(stamps, dtype=np.int64), np.asarray(poses))
         try:
-            report.accuracy = _accuracy(estimate, sequence.ground_truth, out, name, plots, slam)
+            report.accuracy = _accuracy(estimate, sequence.ground_truth, staging, name, plots, slam)
             if plots:
                 report.outputs.update(trajectory_plot="trajectory.png", error_plot="ate_over_time.png")
             if slam:
@@ -570,5 +664,6 @@ def replay(
                 report.loop_closure["ate_ratio"] = acc["slam"]["ate_rmse_m"] / acc["odometry"]["ate_rmse_m"]
         except ValueError as exc:
             log.warning("no accuracy against the ground truth: %s", exc)
-    atomic_write_text(out / "report.json", json.dumps(report.as_dict(), indent=2, default=float) + "\n")
+    atomic_write_text(staging / "report.json", json.dumps(report.as_dict(), indent=2, default=float) + "\n")
+    _commit(staging, out)
     return report

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import unittest
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -281,3 +282,30 @@ def read_tum(path: Path) -> dict[int, np.ndarray]:
         t, x, y, z = (float(v) for v in line.split()[:4])
         out[round(t * 1e3)] = np.array([x, y, z])
     return out
+
+
+class RecorderTestCase(unittest.TestCase):
+    """A launch test's active tests: one rclpy context and one :class:`Recorder` for the class."""
+
+    rec: Recorder
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        rclpy.init()
+        cls.rec = Recorder()
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        cls.rec.destroy_node()
+        rclpy.shutdown()
+
+
+class CleanShutdownChecks:
+    """Post-shutdown checks (mix into a ``@launch_testing.post_shutdown_test()`` TestCase)."""
+
+    def test_both_nodes_exit_0(self, proc_info: Any, proc_output: Any) -> None:
+        import launch_testing.asserts
+
+        launch_testing.asserts.assertExitCodes(proc_info)
+        text = "".join(o.text.decode(errors="replace") for o in proc_output)
+        self.assertNotIn("Traceback", text)  # type: ignore[attr-defined]

@@ -20,10 +20,9 @@ pytest.importorskip("rclpy", reason="needs ROS 2 (rclpy; run `make test-ros`)")
 import launch_testing
 import launch_testing.actions
 import launch_testing.asserts
-import rclpy
 from launch.actions import IncludeLaunchDescription
 from launch.launch_description_sources import PythonLaunchDescriptionSource
-from ros_harness import LAUNCH, LC, VO, Recorder, check_bag_replay, synth_bag, write_params
+from ros_harness import LAUNCH, LC, VO, CleanShutdownChecks, RecorderTestCase, check_bag_replay, synth_bag, write_params
 
 from launch import LaunchDescription
 
@@ -42,17 +41,7 @@ def generate_test_description():
     return LaunchDescription([slam, launch_testing.actions.ReadyToTest()]), {"bag": bag, "params": params}
 
 
-class TestSlamBagReplay(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        rclpy.init()
-        cls.rec = Recorder()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.rec.destroy_node()
-        rclpy.shutdown()
-
+class TestSlamBagReplay(RecorderTestCase):
     def test_1_replay_matches_offline_and_loses_nothing(self, bag, params):
         check_bag_replay(self, self.rec, bag, params, WORK, "/cam0/image_raw", expect_loops=True)
 
@@ -117,8 +106,5 @@ class TestSlamBagReplay(unittest.TestCase):
 
 
 @launch_testing.post_shutdown_test()
-class TestCleanShutdown(unittest.TestCase):
-    def test_both_nodes_exit_0(self, proc_info, proc_output):
-        launch_testing.asserts.assertExitCodes(proc_info)
-        text = "".join(o.text.decode(errors="replace") for o in proc_output)
-        self.assertNotIn("Traceback", text)
+class TestCleanShutdown(CleanShutdownChecks, unittest.TestCase):
+    """Both nodes exit 0 without a traceback when launch stops them."""

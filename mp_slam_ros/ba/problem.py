@@ -89,6 +89,16 @@ class WindowState(NamedTuple):
 # sin(t)/t, (1 - cos t)/t^2, (t - sin t)/t^3 at t^2, with series near zero: shared with the Lie-group module.
 _rodrigues_coefs = lie.so3_coefficients
 
+# Cheirality: a point at its camera's centre has no projection (a division by its depth, zero
+# there), and one at a depth below MIN_DEPTH_RATIO * max(1, |x|, |y|) (scene units) has a useless
+# one (a ray 1e8 times wider than deep, overflowing Jacobians). The pinhole (VO window) kernel also
+# rejects points behind the camera; the BAL kernel evaluates them, as Ceres does. Such an
+# observation is invalid, as in GTSAM's GenericProjectionFactor without throwCheirality: a constant residual of
+# twice the focal length per coordinate and a zero Jacobian. The constant keeps the cost from
+# rewarding a step that pushes a point behind a camera (a zero residual would); the kernels
+# return how many they saw (SolverSummary.invalid_observations).
+MIN_DEPTH_RATIO = 1e-8
+
 
 @jit(nogil=True, inline="always")
 def _robustify(res, jac, deficit, i, cdim, kind, b, want_jac):
@@ -120,11 +130,13 @@ def _robustify(res, jac, deficit, i, cdim, kind, b, want_jac):
 
 
 @jit(nogil=True)
-def _bal_kernel(cameras, points, cam_idx, pt_idx, obs, loss_kind, loss_b, want_jac, res, jac, deficit):
+def _bal_kernel(cameras, points, cam_idx, pt_idx, obs, loss_kind, loss_b, want_jac, res, jac, deficit, min_ratio):
     """Residuals (n, 2) and, if want_jac, Jacobian blocks (n, 2, 12): [d/dcamera (9) | d/dpoint (3)].
 
     Only the first n = len(cam_idx) rows of `res`/`jac` are written; deficit (n,) gets rho - rho' s.
+    Returns the number of invalid observations (point at or behind the camera, see MIN_DEPTH_RATIO).
     """
+    invalid = 0
     for i in range(cam_idx.shape[0]):
         c = cam_idx[i]
         p = pt_idx[i]
@@ -152,6 +164,19 @@ def _bal_kernel(cameras, points, cam_idx, pt_idx, obs, loss_kind, loss_b, want_j
         P0 = R00 * X0 + R01 * X1 + R02 * X2 + cameras[c, 3]
         P1 = R10 * X0 + R11 * X1 + R12 * X2 + cameras[c, 4]
         P2 = R20 * X0 + R21 * X1 + R22 * X2 + cameras[c, 5]
+        # Only |P2| ~ 0 is invalid here: real BAL files (e.g. Ladybug) hold points behind their
+        # cameras (P2 > 0, the cameras look down -z), which Ceres evaluates like any other, and
+        # their published initial costs include them. `not >` also catches a NaN depth.
+        if not (abs(P2) > min_ratio * max(1.0, abs(P0), abs(P1))):
+            invalid += 1
+            res[i, 0] = 2.0 * abs(f)
+            res[i, 1] = 2.0 * abs(f)
+            if want_jac:
+                for j in range(12):
+                    jac[i, 0, j] = 0.0
+                    jac[i, 1, j] = 0.0
+            _robustify(res, jac, deficit, i, 12, loss_kind, loss_b, want_jac)
+            continue
         iz = -1.0 / P2
         xp = P0 * iz
         yp = P1 * iz
@@ -222,19 +247,23 @@ def _bal_kernel(cameras, points, cam_idx, pt_idx, obs, loss_kind, loss_b, want_j
             jac[i, 1, 10] = D11
             jac[i, 1, 11] = D12
         _robustify(res, jac, deficit, i, 12, loss_kind, loss_b, want_jac)
+    return invalid
 
 
 @jit(nogil=True)
 def _pinhole_kernel(
-    R, t, points, pose_idx, pt_idx, obs, offsets, fx, fy, cx, cy, loss_kind, loss_b, want_jac, res, jac, deficit
+    R, t, points, pose_idx, pt_idx, obs, offsets, fx, fy, cx, cy, loss_kind, loss_b, want_jac, res, jac, deficit,
+    min_ratio,
 ):
     """Residuals (n, 2) and, if want_jac, Jacobian blocks (n, 2, 9): [d/d(w, v) (6) | d/dpoint (3)].
 
     ``offsets[i]`` shifts observation i's camera along the pose's x axis (a rectified stereo right
     camera: +baseline); the pose perturbation still acts on the pose's own frame, so only the
     projection uses the shifted x. Only the first n = len(pose_idx) rows of `res`/`jac` are
-    written; deficit (n,) gets rho - rho' s.
+    written; deficit (n,) gets rho - rho' s. Returns the number of invalid observations (point at
+    or behind the camera, see MIN_DEPTH_RATIO).
     """
+    invalid = 0
     for i in range(pose_idx.shape[0]):
         k = pose_idx[i]
         p = pt_idx[i]
@@ -245,8 +274,18 @@ def _pinhole_kernel(
         x = R[k, 0, 0] * d0 + R[k, 1, 0] * d1 + R[k, 2, 0] * d2
         y = R[k, 0, 1] * d0 + R[k, 1, 1] * d1 + R[k, 2, 1] * d2
         z = R[k, 0, 2] * d0 + R[k, 1, 2] * d1 + R[k, 2, 2] * d2
-        iz = 1.0 / z
         xs = x - offsets[i]
+        if not (z > min_ratio * max(1.0, abs(xs), abs(y))):
+            invalid += 1
+            res[i, 0] = 2.0 * fx
+            res[i, 1] = 2.0 * fy
+            if want_jac:
+                for j in range(9):
+                    jac[i, 0, j] = 0.0
+                    jac[i, 1, j] = 0.0
+            _robustify(res, jac, deficit, i, 9, loss_kind, loss_b, want_jac)
+            continue
+        iz = 1.0 / z
         res[i, 0] = fx * xs * iz + cx - obs[i, 0]
         res[i, 1] = fy * y * iz + cy - obs[i, 1]
         if want_jac:
@@ -272,6 +311,7 @@ def _pinhole_kernel(
                 jac[i, 0, 6 + j] = B00 * R[k, j, 0] + B02 * R[k, j, 2]
                 jac[i, 1, 6 + j] = B11 * R[k, j, 1] + B12 * R[k, j, 2]
         _robustify(res, jac, deficit, i, 9, loss_kind, loss_b, want_jac)
+    return invalid
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,8 +347,15 @@ class _ObservationProblem:
         """Whether residuals end with the cost-completion block (c, 0) (robust losses only)."""
         return self._loss_kind != 0
 
-    def _run_kernel(self, state, jacobian: bool, res: np.ndarray, jac: np.ndarray, deficit: np.ndarray) -> None:
+    def _run_kernel(self, state, jacobian: bool, res: np.ndarray, jac: np.ndarray, deficit: np.ndarray) -> int:
+        """Fill res/jac/deficit; return the number of invalid observations (module doc)."""
         raise NotImplementedError
+
+    def count_invalid_observations(self, state) -> int:
+        """Observations whose point is at or behind its camera at `state` (recorded by the solver)."""
+        n = self.num_observations
+        cdim = sum(self._slot_widths)
+        return int(self._run_kernel(state, False, np.empty((n, 2)), np.empty((0, 2, cdim)), np.empty(n)))
 
     def _evaluate_all(self, state, jacobian: bool) -> tuple[np.ndarray, np.ndarray]:
         n = self.num_observations
@@ -391,7 +438,7 @@ class BalBundleAdjustmentProblem(_ObservationProblem):
     def initial_state(self) -> BalState:
         return BalState(self.bal.cameras.copy(), self.bal.points.copy())
 
-    def _run_kernel(self, state: BalState, jacobian: bool, res, jac, deficit) -> None:
+    def _run_kernel(self, state: BalState, jacobian: bool, res, jac, deficit) -> int:
         cameras = _f64(state.cameras, (CAMERA_DIM,), "cameras")
         points = _f64(state.points, (POINT_DIM,), "points")
         if cameras.shape[0] != self.bal.num_cameras or points.shape[0] != self.bal.num_points:
@@ -399,9 +446,9 @@ class BalBundleAdjustmentProblem(_ObservationProblem):
                 f"state has {cameras.shape[0]} cameras and {points.shape[0]} points, the problem "
                 f"{self.bal.num_cameras} and {self.bal.num_points}"
             )
-        _bal_kernel(
+        return _bal_kernel(
             cameras, points, self.bal.camera_index, self.bal.point_index, self.bal.observations,
-            self._loss_kind, self._loss_b, jacobian, res, jac, deficit,
+            self._loss_kind, self._loss_b, jacobian, res, jac, deficit, MIN_DEPTH_RATIO,
         )  # fmt: skip
 
     def retract(self, state: BalState, delta: np.ndarray) -> BalState:
@@ -525,7 +572,7 @@ class ReprojectionProblem(_ObservationProblem):
     def num_parameters(self) -> int:
         return self._point_offset + POINT_DIM * self.included_points.size
 
-    def _run_kernel(self, state: WindowState, jacobian: bool, res, jac, deficit) -> None:
+    def _run_kernel(self, state: WindowState, jacobian: bool, res, jac, deficit) -> int:
         R = np.ascontiguousarray(state.rotations, dtype=np.float64)
         t = _f64(state.translations, (3,), "translations")
         points = _f64(state.points, (POINT_DIM,), "points")
@@ -535,9 +582,9 @@ class ReprojectionProblem(_ObservationProblem):
                 f"{R.shape}, translations {t.shape}, points {points.shape}"
             )
         fx, fy, cx, cy = self.intrinsics
-        _pinhole_kernel(
+        return _pinhole_kernel(
             R, t, points, self.pose_index, self.point_index, self.observations, self.camera_offsets, fx, fy, cx, cy,
-            self._loss_kind, self._loss_b, jacobian, res, jac, deficit,
+            self._loss_kind, self._loss_b, jacobian, res, jac, deficit, MIN_DEPTH_RATIO,
         )  # fmt: skip
 
     def retract(self, state: WindowState, delta: np.ndarray) -> WindowState:

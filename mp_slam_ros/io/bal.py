@@ -259,6 +259,13 @@ def read_bal(path: str | os.PathLike[str]) -> BalProblem:
     if k is not None:
         field, owner = _parameter_name(k, num_cameras)
         raise InputFormatError(path_str, line_of(k), field, f"{owner}: non-finite value '{params_flat[k]}'")
+    # f = 0 projects every point to the principal point: no residual depends on the points, and
+    # the solver would only find a singular system far from here.
+    focal = params[6 : 9 * num_cameras : 9]
+    k = first_bad(focal == 0.0)
+    if k is not None:
+        field, owner = _parameter_name(9 * k + 6, num_cameras)
+        raise InputFormatError(path_str, line_of(9 * k + 6), field, f"{owner}: focal length is 0")
 
     return BalProblem(
         camera_index,

@@ -506,10 +506,34 @@ def read_pose_graph(path: str | os.PathLike[str]) -> PoseGraph:
         has_initial_guess=has_vertices,
         source=path_str,
     )
+    _check_information_scale(path_str, info, lines_e)
     if not has_vertices:
         graph = odometry_chain_initialization(graph)
     _warn_indefinite(path_str, info)
     return graph
+
+
+# An information matrix whose largest eigenvalue is below this weighs nothing any solver precision
+# can carry: its square root underflows fp32 (~1e-38 normal range squared) once whitened residuals
+# and Jacobians are formed, and the normal equations go singular far from the file (the incomplete
+# Cholesky then breaks down at any diagonal shift). Such a file is an error, not a warning.
+MIN_INFORMATION_EIGENVALUE = 1e-30
+
+
+def _check_information_scale(path: str, info: np.ndarray, lines: np.ndarray) -> None:
+    if info.shape[0] == 0:
+        return
+    sym = 0.5 * (info + np.swapaxes(info, 1, 2))
+    largest = np.linalg.eigvalsh(sym)[:, -1]
+    pos = _first_line_error(~(largest >= MIN_INFORMATION_EIGENVALUE), lines)
+    if pos is not None:
+        raise InputFormatError(
+            path,
+            int(lines[pos]),
+            "information",
+            f"degenerate information matrix of edge {pos}: largest eigenvalue {float(largest[pos]):.3g} "
+            f"< {MIN_INFORMATION_EIGENVALUE:g} (the edge would carry no weight)",
+        )
 
 
 def _parse_fix(path: str, group: _Group, ids: np.ndarray) -> np.ndarray:

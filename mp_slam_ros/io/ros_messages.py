@@ -63,6 +63,7 @@ from mp_slam_ros.io.errors import InputFormatError
 from mp_slam_ros.vision.types import DISTORTION_MODELS, Keyframe, PinholeCamera
 
 __all__ = [
+    "BASELINE_RANGE_M",
     "DEPTH_ENCODINGS",
     "IMAGE_ENCODINGS",
     "KEYFRAME_CLOUD_FIELDS",
@@ -72,6 +73,7 @@ __all__ = [
     "MessageFactory",
     "MessageFormatError",
     "PointField",
+    "baseline_problem",
     "camera_info_baseline",
     "camera_info_to_camera",
     "camera_to_camera_info",
@@ -413,6 +415,31 @@ def _float_array(msg: Any, names: tuple[str, ...], size: int, mtype: str) -> np.
     return arr
 
 
+#: Sanity bounds of camera_info: sensor_msgs defines at most 14 distortion coefficients
+#: (rational_polynomial with thin prism and tilt), and no camera has a side of 100k pixels.
+_MAX_DISTORTION = 14
+_MAX_IMAGE_SIDE = 100_000
+
+#: Plausible stereo baselines in metres, (low, high]: below 1 mm the depth from disparity is
+#: noise, above 10 m no rigid rig exists; values outside are a unit or calibration mistake.
+BASELINE_RANGE_M = (1e-3, 10.0)
+
+
+def _check_finite(mtype: str, name: str, values: np.ndarray | None) -> None:
+    if values is not None and not np.all(np.isfinite(values)):
+        bad = int(np.flatnonzero(~np.isfinite(values))[0])
+        raise MessageFormatError(mtype, name, f"{name}[{bad}] is {values[bad]}: every entry must be finite")
+
+
+def baseline_problem(baseline_m: float) -> str | None:
+    """Why a stereo baseline is implausible (outside :data:`BASELINE_RANGE_M`), or None."""
+    low, high = BASELINE_RANGE_M
+    if not (math.isfinite(baseline_m) and low < baseline_m <= high):
+        return (f"baseline {baseline_m:g} m is outside the plausible range ({low:g} m, {high:g} m] "
+                "(P[0,3] must be -fx*B with B in metres)")
+    return None
+
+
 def camera_info_to_camera(msg: Any, rectified: bool = False) -> PinholeCamera:
     """``sensor_msgs/CameraInfo`` -> :class:`PinholeCamera`.
 
@@ -423,6 +450,8 @@ def camera_info_to_camera(msg: Any, rectified: bool = False) -> PinholeCamera:
     ``binning_*`` and ``roi`` are ignored.  Raises :class:`MessageFormatError` for an all-zero
     ``k`` (uncalibrated camera), non-positive focal lengths or size, or an unknown model.
     """
+    if msg is None:
+        raise MessageFormatError(_CAMERA_INFO, None, "no message (None)")
     mtype = _msgtype(msg, _CAMERA_INFO)
     K = _float_array(msg, ("k", "K"), 9, mtype)
     if K is None:
@@ -430,11 +459,21 @@ def camera_info_to_camera(msg: Any, rectified: bool = False) -> PinholeCamera:
     if not np.any(K):
         raise MessageFormatError(mtype, "k", "K is all zero: the camera is not calibrated")
     d_raw = _get(msg, "d", "D")
-    d = tuple(float(x) for x in np.asarray(d_raw if d_raw is not None else (), dtype=np.float64).reshape(-1))
+    d_arr = np.asarray(d_raw if d_raw is not None else (), dtype=np.float64).reshape(-1)
+    # Every entry is checked here, at the edge: a NaN or inf slips through the comparisons below
+    # and only surfaces deep in rectification as a misleading "left/right swapped?".
+    if d_arr.size > _MAX_DISTORTION:
+        raise MessageFormatError(mtype, "d", f"has {d_arr.size} coefficients, at most {_MAX_DISTORTION} are defined")
+    for name, values in (("k", K), ("d", d_arr), ("r", _float_array(msg, ("r", "R"), 9, mtype)),
+                         ("p", _float_array(msg, ("p", "P"), 12, mtype))):
+        _check_finite(mtype, name, values)
+    d = tuple(float(x) for x in d_arr)
     model = str(_get(msg, "distortion_model") or "") or "plumb_bob"
     width, height = int(msg.width), int(msg.height)
     if width <= 0 or height <= 0:
         raise MessageFormatError(mtype, "width", f"image size must be positive, got {width}x{height}")
+    if width > _MAX_IMAGE_SIDE or height > _MAX_IMAGE_SIDE:
+        raise MessageFormatError(mtype, "width", f"image size {width}x{height} exceeds {_MAX_IMAGE_SIDE} px a side")
     fx, fy, cx, cy = K[0], K[4], K[2], K[5]
     if rectified:
         P = _float_array(msg, ("p", "P"), 12, mtype)
@@ -460,6 +499,7 @@ def camera_info_baseline(right_info: Any) -> float:
     """
     mtype = _msgtype(right_info, _CAMERA_INFO)
     P = _float_array(right_info, ("p", "P"), 12, mtype)
+    _check_finite(mtype, "p", P)
     if P is None or P[0] == 0.0:
         raise MessageFormatError(mtype, "p", "P[0,0] is zero: no rectified projection to take a baseline from")
     return float(-P[3] / P[0])
@@ -516,6 +556,9 @@ def _matrix(xyz: tuple[float, float, float], q: tuple[float, float, float, float
     norm = math.sqrt(float(qa @ qa))
     if not (np.all(np.isfinite(qa)) and norm > 1e-9):
         raise MessageFormatError(what, "orientation", f"quaternion {tuple(qa)} is zero or not finite")
+    if not all(math.isfinite(v) for v in xyz):
+        # A NaN position would pass into the pose graph and every later path, TF and saved map.
+        raise MessageFormatError(what, "position", f"position {tuple(xyz)} is not finite")
     T = np.eye(4)
     T[:3, :3] = quaternion_to_rotation(qa[None])[0]
     T[:3, 3] = xyz
@@ -766,6 +809,13 @@ def unpack_keyframe_cloud(cloud_msg: Any) -> KeyframeCloud:
     if spec["landmark_id"][0] == PointField.UINT32:
         ids[ids == _NO_LANDMARK_U32] = -1
     descriptors = np.ascontiguousarray(rec["descriptor"], dtype=np.uint8).reshape(-1, 32)
+    # A keyframe point or pixel is a measurement: NaN/inf has no place in PnP, the landmark map or
+    # a saved map (which would then not load back), so the cloud is refused here, at the edge.
+    for name, column in zip("xyzuv", (*points.T, *pixels.T), strict=True):
+        bad = ~np.isfinite(column)
+        if bad.any():
+            raise MessageFormatError(mtype, name, f"{int(bad.sum())} of {len(column)} keyframe points have a "
+                                     f"non-finite {name} (first: point {int(np.argmax(bad))})")
     return KeyframeCloud(points, pixels, ids, descriptors)
 
 
@@ -787,13 +837,24 @@ def keyframe_to_messages(factory: MessageFactory, kf: Keyframe, odom_frame: str 
     return pose_msg, cloud_msg, info_msg
 
 
+def _check_keyframe_info(info_msg: Any) -> None:
+    """Refuse a keyframe CameraInfo whose K or P holds NaN/inf (a NaN cx passes every sign check)."""
+    mtype = _msgtype(info_msg, _CAMERA_INFO)
+    for names, size in ((("k", "K"), 9), (("p", "P"), 12)):
+        values = _float_array(info_msg, names, size, mtype)
+        if values is not None and not np.all(np.isfinite(values)):
+            raise MessageFormatError(mtype, names[0], f"keyframe intrinsics {names[0]} hold non-finite values: "
+                                     f"{values.tolist()}")
+
+
 def keyframe_from_messages(pose_msg: Any, cloud_msg: Any, info_msg: Any, keyframe_id: int,
                            T_base_camera: Any) -> Keyframe:
     """A :class:`Keyframe` from its three messages (``info_msg`` may be None -> ``camera=None``).
 
-    The stamps of all given messages must be equal.  ``camera`` is the full calibration
-    (``k``, ``d``); use ``camera_info_to_camera(info_msg, rectified=True)`` for the intrinsics of
-    the ``pixels``.
+    The stamps of all given messages must be equal.  Raises :class:`MessageFormatError` for
+    messages a keyframe cannot be made of, among them a non-finite pose position, point, pixel
+    or intrinsic (``k``/``p``).  ``camera`` is the full calibration (``k``, ``d``); use
+    ``camera_info_to_camera(info_msg, rectified=True)`` for the intrinsics of the ``pixels``.
     """
     stamp = stamp_to_ns(pose_msg.header.stamp)
     for name, msg in (("cloud", cloud_msg), ("camera_info", info_msg)):
@@ -801,6 +862,8 @@ def keyframe_from_messages(pose_msg: Any, cloud_msg: Any, info_msg: Any, keyfram
             raise MessageFormatError(_msgtype(msg, name), "header.stamp",
                                      f"keyframe {name} stamp {stamp_to_ns(msg.header.stamp)} != pose stamp {stamp}")
     feats = unpack_keyframe_cloud(cloud_msg)
+    if info_msg is not None:
+        _check_keyframe_info(info_msg)
     camera = camera_info_to_camera(info_msg) if info_msg is not None else None
     return Keyframe(keyframe_id=int(keyframe_id), stamp_ns=stamp, T_odom_base=pose_to_matrix(pose_msg.pose),
                     T_base_camera=T_base_camera, points=feats.points, pixels=feats.pixels,

@@ -23,6 +23,7 @@ Problems with a bag raise :class:`BagError` (a ``ValueError``) naming the bag an
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import tempfile
@@ -38,6 +39,7 @@ from mp_slam_ros.io.frames import EXTRINSIC_ASSUMED, chain_transforms
 from mp_slam_ros.io.ros_messages import (
     DEPTH_ENCODINGS,
     MessageFormatError,
+    baseline_problem,
     camera_info_baseline,
     camera_info_to_camera,
     camera_to_camera_info,
@@ -71,6 +73,8 @@ __all__ = [
     "read_bag_sequence",
     "write_sequence_bag",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Pairing tolerance: 10 ms, below half the frame period of a 30 Hz camera (16.7 ms).
 DEFAULT_SYNC_TOLERANCE_NS = 10_000_000
@@ -264,6 +268,7 @@ def _index_bag(reader: Any, path: Path, mode: str, topics: BagTopics, progress: 
     conns = [c for c in reader.connections if c.topic in wanted]
     encodings_ok = {image_a: GREY_ENCODINGS, image_b: GREY_ENCODINGS if mode == "stereo" else DEPTH_ENCODINGS}
     index = _Index([], [], {}, {}, [])
+    seen: dict[str, int] = {}  # messages per image topic so far (1-based message numbers in errors)
     total = sum(c.msgcount for c in conns)
     for conn, _t, raw in tqdm(reader.messages(connections=conns), total=total, disable=not progress,
                               desc="indexing bag", unit="msg"):
@@ -292,7 +297,15 @@ def _index_bag(reader: Any, path: Path, mode: str, topics: BagTopics, progress: 
                 kind = "depth" if topic == image_b and mode == "rgbd" else "image"
                 raise BagError(path, topic, f"{kind} encoding {encoding!r} is not supported; "
                                f"expected one of {encodings_ok[topic]}")
-            index.sizes.setdefault(topic, (int(msg.width), int(msg.height)))
+            # Every image must keep the first one's size (the calibration's): a size change mid-bag
+            # fails here, before any output is written, naming the message rather than a stamp.
+            number = seen[topic] = seen.get(topic, 0) + 1
+            size = (int(msg.width), int(msg.height))
+            first_size = index.sizes.setdefault(topic, size)
+            if size != first_size:
+                raise BagError(path, topic, f"message {number} (stamp {stamp_to_ns(msg.header.stamp)} ns): field "
+                               f"'width'/'height': image is {size[0]}x{size[1]}, the topic's first image is "
+                               f"{first_size[0]}x{first_size[1]}: the image size changed mid-bag")
             index.frame_ids.setdefault(topic, str(msg.header.frame_id))
             (index.stamps_a if topic == image_a else index.stamps_b).append(stamp_to_ns(msg.header.stamp))
     return index
@@ -382,6 +395,9 @@ def read_bag_sequence(
             if not baseline > 0:
                 raise BagError(path, info_b, f"right camera_info P gives baseline {baseline} m (P[0,3] must be "
                                "-fx*B with B > 0); pass T_left_right")
+            problem = baseline_problem(baseline)
+            if problem is not None:
+                raise BagError(path, info_b, f"field 'p': {problem}")
             T_left_right = np.eye(4)
             T_left_right[0, 3] = baseline
     elif index.sizes.get(image_b, camera.size) != camera.size:
@@ -390,6 +406,7 @@ def read_bag_sequence(
                        "depth must be registered to colour")
 
     pairs_a, pairs_b = _pair_stamps(index.stamps_a, index.stamps_b, int(sync_tolerance_ns))
+    input_counts, input_warnings = _pairing_losses(path, image_a, image_b, index, len(pairs_a), sync_tolerance_ns)
     stamps = [int(s) for s in pairs_a]
     partner = {int(b): int(a) for a, b in zip(pairs_a, pairs_b, strict=True)}
 
@@ -421,7 +438,44 @@ def read_bag_sequence(
     return Sequence(mode=mode, camera=camera, frames=frames, num_frames=len(stamps), right_camera=right_camera,
                     T_left_right=T_left_right, T_base_camera=T_base_camera, ground_truth=ground_truth,
                     name=path.stem if path.is_file() else path.name, base_frame=base_frame,
-                    camera_frame=camera_frame, T_base_camera_source=source)
+                    camera_frame=camera_frame, T_base_camera_source=source, input_counts=input_counts,
+                    input_warnings=input_warnings)
+
+
+def _pairing_losses(path: Path, image_a: str, image_b: str, index: _Index, paired: int,
+                    tolerance_ns: int) -> tuple[dict[str, int], list[str]]:
+    """Counts of the images pairing dropped (repeated stamps, no partner) and a warning for each kind.
+
+    Dropping is the right recovery (a repeated stamp is not a new frame, an image without a partner
+    cannot be processed) but never a silent one; no pair at all is an error, not an empty run.
+    """
+    a, b = np.asarray(index.stamps_a, np.int64), np.asarray(index.stamps_b, np.int64)
+    ua, ub = np.unique(a), np.unique(b)
+    if paired == 0:
+        if a.size and b.size:
+            gap = int(np.abs(ub[_nearest(ua, ub)] - ua).min())
+            why = (f"no {image_a} stamp is within the sync tolerance {tolerance_ns * 1e-6:g} ms of a {image_b} "
+                   f"stamp ({a.size} and {b.size} images; the closest are {gap * 1e-6:g} ms apart)")
+        else:
+            why = f"no images ({a.size} on {image_a}, {b.size} on {image_b})"
+        raise BagError(path, image_a, f"0 image pairs: {why}")
+    counts = {
+        "images_a": int(a.size), "images_b": int(b.size), "paired_frames": int(paired),
+        "duplicate_stamps_a": int(a.size - ua.size), "duplicate_stamps_b": int(b.size - ub.size),
+        "unpaired_a": int(ua.size - paired), "unpaired_b": int(ub.size - paired),
+    }  # fmt: skip
+    messages = []
+    for topic, dup, unpaired in ((image_a, counts["duplicate_stamps_a"], counts["unpaired_a"]),
+                                 (image_b, counts["duplicate_stamps_b"], counts["unpaired_b"])):
+        if dup:
+            messages.append(f"{path}: topic '{topic}': {dup} image(s) dropped: their header.stamp repeats an "
+                            "earlier image's (the first is kept)")
+        if unpaired:
+            messages.append(f"{path}: topic '{topic}': {unpaired} image(s) dropped: no partner image within "
+                            f"the sync tolerance {tolerance_ns * 1e-6:g} ms")
+    for message in messages:
+        log.warning("%s", message)
+    return counts, messages
 
 
 def _iter_frames(path: Path, mode: str, image_a: str, image_b: str, stamps: list[int],

@@ -25,6 +25,7 @@ Per keyframe (:meth:`LoopClosure.add_keyframe`):
 from __future__ import annotations
 
 import dataclasses
+import glob
 import logging
 import math
 import os
@@ -38,6 +39,7 @@ import numpy as np
 
 from ..io.errors import InputFormatError
 from ..io.g2o import read_pose_graph, write_g2o
+from ..io.npz import read_npz
 from ..pgo.graph import PoseGraph
 from ..pgo.problem import PoseGraphProblem
 from ..solver import lie
@@ -119,6 +121,8 @@ class LoopClosureStatistics:
     last_refactor_reason: str = ""
     # Seconds numba spent compiling in add_keyframe; the times above exclude it (jit.clock).
     compile_time_s: float = 0.0
+    # Full copies of a map an interrupted save left behind, removed or moved back (save/load_map).
+    stale_map_copies: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -128,6 +132,23 @@ def _information(translation_sigma: float, rotation_sigma_deg: float) -> np.ndar
     """Diagonal information in the pose graph's tangent order (rotation first)."""
     sr = math.radians(rotation_sigma_deg)
     return np.diag([1.0 / sr**2] * 3 + [1.0 / translation_sigma**2] * 3)
+
+
+def _old_copy(target: Path, pid: int) -> Path:
+    """Where a save by process ``pid`` parks the previous map while it moves the new one in."""
+    return target.parent / f".{target.name}.{pid}.old"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    except (OSError, OverflowError):  # no signals (some platforms) or a pid out of range: treat as gone
+        return False
+    return True
 
 
 class _Poses:
@@ -221,6 +242,12 @@ class LoopClosure:
         compile_start = thread_compile_seconds()
         if keyframe.keyframe_id in self._index_of:
             raise ValueError(f"keyframe {keyframe.keyframe_id} was already added")
+        # A non-finite keyframe would poison the graph and make the map unsavable: refuse it here,
+        # whoever calls (the node's message layer rejects it earlier, replay and VO call directly).
+        for name, value in (("T_odom_base", keyframe.T_odom_base), ("points", keyframe.points),
+                            ("pixels", keyframe.pixels)):
+            if not np.all(np.isfinite(value)):
+                raise ValueError(f"keyframe {keyframe.keyframe_id}: field '{name}' holds non-finite values")
         if self.keyframes and keyframe.stamp_ns < self.keyframes[-1].stamp_ns:
             raise ValueError(
                 f"keyframe {keyframe.keyframe_id} is older ({keyframe.stamp_ns} ns) than the last one "
@@ -412,23 +439,35 @@ class LoopClosure:
 
         Inside: ``pose_graph.g2o`` (corrected poses, odometry and loop edges) and ``keyframes.npz``
         (the keyframe database: VO poses, features, descriptors, intrinsics, loops). Both are
-        written into a temporary sibling directory that then replaces `path`.
+        written into a temporary sibling directory that then replaces `path`. The arrays go
+        through the checks :meth:`load_map` makes first: a map that would not load back (a
+        non-finite point, a pose that is not a rotation, ...) raises ValueError naming the field
+        and keyframe, and nothing on disk changes.
         """
         target = Path(path)
         if self.num_keyframes == 0:
             raise ValueError("the map is empty: no keyframe to save")
+        graph, _ = self.pose_graph()
+        arrays = self._keyframe_arrays()
+        try:
+            _check_keyframe_arrays(Path(KEYFRAMES_FILE), arrays)
+        except MapFileError as err:
+            raise ValueError(
+                f"the map would not load back, so nothing was written: {KEYFRAMES_FILE}: field '{err.field}': "
+                f"{err.reason}"
+            ) from None
         target.parent.mkdir(parents=True, exist_ok=True)
+        self._recover_interrupted_save(target)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
         try:
-            graph, _ = self.pose_graph()
             write_g2o(graph, tmp / GRAPH_FILE)
             with open(tmp / KEYFRAMES_FILE, "wb") as f:
-                np.savez_compressed(f, **self._keyframe_arrays())
+                np.savez_compressed(f, **arrays)
                 f.flush()
                 os.fsync(f.fileno())
             old = None
             if target.exists():
-                old = target.parent / f".{target.name}.{os.getpid()}.old"
+                old = _old_copy(target, os.getpid())
                 shutil.rmtree(old, ignore_errors=True)
                 os.replace(target, old)
             os.replace(tmp, target)
@@ -437,6 +476,35 @@ class LoopClosure:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return target
+
+    def _recover_interrupted_save(self, target: Path) -> None:
+        """Deal with the full copies ``.<name>.<pid>.old`` a save killed midway leaves beside ``target``.
+
+        A save moves the old map to that copy, moves the new one in, then deletes the copy; a
+        process killed in between leaves the copy and, in the worst moment, no ``target`` at all.
+        Copies of a live process other than this one are that process's save in progress and are
+        left alone. Of the stale ones, the newest is moved back when ``target`` is missing (it is
+        the last complete map), the rest deleted; each step is logged and counted in
+        ``stats.stale_map_copies``.
+        """
+        stale = []
+        for old in target.parent.glob(f".{glob.escape(target.name)}.*.old"):
+            pid_text = old.name[len(target.name) + 2 : -len(".old")]
+            if not pid_text.isdigit() or not old.is_dir():
+                continue
+            pid = int(pid_text)
+            if pid != os.getpid() and _pid_alive(pid):
+                continue
+            stale.append(old)
+        stale.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in stale:
+            if not target.exists() and (old / GRAPH_FILE).is_file() and (old / KEYFRAMES_FILE).is_file():
+                os.replace(old, target)
+                log.warning("%s was missing after an interrupted save: restored it from %s", target, old.name)
+            else:
+                shutil.rmtree(old, ignore_errors=True)
+                log.warning("removed %s, the stale copy an interrupted save left beside %s", old.name, target)
+            self.stats.stale_map_copies += 1
 
     def _keyframe_arrays(self) -> dict[str, np.ndarray]:
         kfs = self.keyframes
@@ -466,6 +534,9 @@ class LoopClosure:
         changes, so a missing, truncated or corrupt map raises :class:`MapFileError` (naming the file
         and field) and leaves the running map as it was."""
         root = Path(path)
+        if root.parent.is_dir():
+            self._recover_interrupted_save(root)
+        stale_copies = self.stats.stale_map_copies
         graph_path, kf_path = root / GRAPH_FILE, root / KEYFRAMES_FILE
         for p in (graph_path, kf_path):
             if not p.is_file():
@@ -476,6 +547,11 @@ class LoopClosure:
             raise MapFileError(exc.path, exc.line, exc.field, exc.reason) from None
         except (OSError, UnicodeDecodeError) as exc:
             raise MapFileError(graph_path, reason=f"unreadable: {exc}") from None
+        if graph.dim != 3:
+            raise MapFileError(
+                graph_path, field="VERTEX_SE2",
+                reason="a 2D (SE(2)) pose graph; a map holds the 3D VERTEX_SE3:QUAT poses save_map writes",
+            )  # fmt: skip
         arrays = _read_keyframe_arrays(kf_path)
         keyframes = _keyframes_from_arrays(kf_path, arrays)
         n = len(keyframes)
@@ -490,28 +566,36 @@ class LoopClosure:
         T_map = np.tile(np.eye(4), (n, 1, 1))
         T_map[:, :3, :3] = graph.rotations[order]
         T_map[:, :3, 3] = graph.translations[order]
-        loop_index = arrays["loop_index"]
-        if loop_index.size and (loop_index.min() < 0 or loop_index.max() >= n):
-            raise MapFileError(kf_path, field="loop_index", reason=f"indices outside [0, {n})")
-        bows = [self.vocabulary.transform(kf.descriptors) for kf in keyframes]
-        # Everything is valid: swap the state in.
-        self.reset()
+        problem = _rigid_problem(T_map)
+        if problem is not None:
+            raise MapFileError(graph_path, field="VERTEX_SE3:QUAT", reason=f"pose of keyframe id "
+                               f"{int(ids[problem[0]])}: {problem[1]}")  # fmt: skip
+        # Build the whole new state aside; the running map is replaced only once nothing can fail.
+        database = KeyframeDatabase()
+        T_odom_base, T_map_base = _Poses(), _Poses()
         for i, kf in enumerate(keyframes):
-            self.keyframes.append(kf)
-            self._index_of[kf.keyframe_id] = i
-            self._T_odom_base.append(kf.T_odom_base)
-            self._T_map_base.append(T_map[i])
-            self.database.add(i, kf.stamp_ns, bows[i])
-        self._loop_index = [(int(a), int(b)) for a, b in loop_index]
-        self.loops = [
-            LoopEdge(keyframes[b].keyframe_id, keyframes[a].keyframe_id, T, int(inl[0]), int(inl[1]))
-            for (a, b), T, inl in zip(
-                loop_index, arrays["loop_T_match_query"], arrays["loop_inliers"], strict=True
-            )
-        ]
-        self._T_map_odom = arrays["T_map_odom"].copy()
+            database.add(i, kf.stamp_ns, self.vocabulary.transform(kf.descriptors))
+            T_odom_base.append(kf.T_odom_base)
+            T_map_base.append(T_map[i])
+        loop_index = [(int(a), int(b)) for a, b in arrays["loop_index"]]
+        loops = [
+            LoopEdge(keyframes[b].keyframe_id, keyframes[a].keyframe_id, np.array(T, dtype=np.float64),
+                     int(inl[0]), int(inl[1]))
+            for (a, b), T, inl in zip(loop_index, arrays["loop_T_match_query"], arrays["loop_inliers"], strict=True)
+        ]  # fmt: skip
+        T_map_odom = np.array(arrays["T_map_odom"], dtype=np.float64)
+        # Everything is valid: swap the state in (plain assignments from here on).
+        self.reset()
+        self.keyframes = keyframes
+        self._index_of = {kf.keyframe_id: i for i, kf in enumerate(keyframes)}
+        self._T_odom_base, self._T_map_base = T_odom_base, T_map_base
+        self.database = database
+        self._loop_index = loop_index
+        self.loops = loops
+        self._T_map_odom = T_map_odom
         self.stats.keyframes = n
         self.stats.loops_accepted = len(self.loops)
+        self.stats.stale_map_copies = stale_copies
 
 
 _ARRAY_SHAPES: dict[str, tuple[int | None, ...]] = {
@@ -533,39 +617,150 @@ _ARRAY_SHAPES: dict[str, tuple[int | None, ...]] = {
 }
 
 
+#: The dtype family each array must have: "i" integers, "f" floating point, "u1" uint8 exactly.
+#: A float where an index belongs (or a float descriptor) is a damaged or foreign file, not
+#: something to cast silently.
+_ARRAY_KINDS: dict[str, str] = {
+    "format": "i", "keyframe_id": "i", "stamp_ns": "i", "T_odom_base": "f", "T_base_camera": "f",
+    "camera": "f", "num_features": "i", "points": "f", "pixels": "f", "descriptors": "u1",
+    "landmark_ids": "i", "loop_index": "i", "loop_T_match_query": "f", "loop_inliers": "i", "T_map_odom": "f",
+}  # fmt: skip
+
+#: Per-keyframe and per-feature arrays, to say which keyframe a bad row belongs to.
+_PER_KEYFRAME = ("keyframe_id", "stamp_ns", "T_odom_base", "T_base_camera", "camera", "num_features")
+_PER_FEATURE = ("points", "pixels", "descriptors", "landmark_ids")
+#: Rotation blocks must be orthonormal to this (poses are float64 products of rotations, whose
+#: error stays near 1e-12; a damaged or hand-edited pose is off by far more).
+_ROTATION_TOL = 1e-6
+_INT64_MAX = np.iinfo(np.int64).max
+
+
 def _read_keyframe_arrays(path: Path) -> dict[str, np.ndarray]:
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files}
-    except Exception as exc:  # zipfile, zlib and numpy raise a zoo of types for a damaged archive
-        raise MapFileError(path, reason=f"truncated or corrupt ({type(exc).__name__}: {exc})") from None
-    for name, shape in _ARRAY_SHAPES.items():
-        if name not in arrays:
-            raise MapFileError(path, field=name, reason="missing")
-        a = arrays[name]
-        same = a.ndim == len(shape) and all(w is None or g == w for g, w in zip(a.shape, shape, strict=True))
-        if not same:
-            raise MapFileError(path, field=name, reason=f"has shape {a.shape}, expected {shape}")
-        if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
-            raise MapFileError(path, field=name, reason="holds non-finite values")
-    if int(arrays["format"]) != _MAP_FORMAT:
-        raise MapFileError(path, field="format", reason=f"version {int(arrays['format'])}, expected {_MAP_FORMAT}")
-    n = len(arrays["keyframe_id"])
-    for name in ("stamp_ns", "T_odom_base", "T_base_camera", "camera", "num_features"):
-        if len(arrays[name]) != n:
-            raise MapFileError(path, field=name, reason=f"{len(arrays[name])} rows for {n} keyframes")
-    total = int(arrays["num_features"].sum())
-    for name in ("points", "pixels", "descriptors", "landmark_ids"):
-        if len(arrays[name]) != total:
-            raise MapFileError(path, field=name, reason=f"{len(arrays[name])} rows for {total} features")
-    m = len(arrays["loop_index"])
-    for name in ("loop_T_match_query", "loop_inliers"):
-        if len(arrays[name]) != m:
-            raise MapFileError(path, field=name, reason=f"{len(arrays[name])} rows for {m} loops")
+        arrays = read_npz(path)
+    except InputFormatError as exc:  # read_npz never passes on numpy's advice to unpickle
+        raise MapFileError(path, field=exc.field, reason=exc.reason) from None
+    _check_keyframe_arrays(path, arrays)
     return arrays
 
 
+def _rigid_problem(T: np.ndarray) -> tuple[int, str] | None:
+    """The first (row, reason) of a stack of 4x4 matrices that is not a rigid transform, or None."""
+    T = T.reshape(-1, 4, 4)
+    if len(T) == 0:
+        return None
+    R = T[:, :3, :3]
+    bottom = np.abs(T[:, 3] - np.array([0.0, 0.0, 0.0, 1.0])).max(axis=1) > 1e-9
+    ortho_err = np.abs(np.swapaxes(R, 1, 2) @ R - np.eye(3)).max(axis=(1, 2))
+    det = np.linalg.det(R)
+    bad = bottom | (ortho_err > _ROTATION_TOL) | (np.abs(det - 1.0) > _ROTATION_TOL)
+    if not bad.any():
+        return None
+    i = int(np.argmax(bad))
+    if bottom[i]:
+        return i, f"last row is {T[i, 3].tolist()}, not [0, 0, 0, 1]"
+    if ortho_err[i] > _ROTATION_TOL:
+        return i, f"rotation block is not a rotation (R^T R differs from I by {ortho_err[i]:.3g})"
+    return i, f"rotation block has determinant {det[i]:.3g}, not 1 (a reflection)"
+
+
+def _check_keyframe_arrays(path: Path, a: dict[str, np.ndarray]) -> None:
+    """Raise :class:`MapFileError` (``path``, field, reason) unless ``a`` is a map load_map can use.
+
+    The one check of the keyframe arrays: :meth:`LoopClosure.load_map` runs it on what it read and
+    :meth:`LoopClosure.save_map` on what it is about to write, so no map is written that would
+    not load back.
+    """
+    for name, shape in _ARRAY_SHAPES.items():
+        if name not in a:
+            raise MapFileError(path, field=name, reason="missing")
+        arr = a[name]
+        same = arr.ndim == len(shape) and all(w is None or g == w for g, w in zip(arr.shape, shape, strict=True))
+        if not same:
+            raise MapFileError(path, field=name, reason=f"has shape {arr.shape}, expected {shape}")
+        kind = _ARRAY_KINDS[name]
+        if kind == "i" and arr.dtype.kind not in "iu":
+            raise MapFileError(path, field=name, reason=f"has dtype {arr.dtype}, expected integers")
+        if kind == "f" and arr.dtype.kind != "f":
+            raise MapFileError(path, field=name, reason=f"has dtype {arr.dtype}, expected floating point")
+        if kind == "u1" and arr.dtype != np.uint8:
+            raise MapFileError(path, field=name, reason=f"has dtype {arr.dtype}, expected uint8 (ORB bytes)")
+        if arr.dtype == np.uint64 and arr.size and int(arr.max()) > _INT64_MAX:
+            raise MapFileError(path, field=name, reason="holds values beyond the int64 range")
+    if int(a["format"]) != _MAP_FORMAT:
+        raise MapFileError(path, field="format", reason=f"version {int(a['format'])}, expected {_MAP_FORMAT}")
+    n = len(a["keyframe_id"])
+    for name in _PER_KEYFRAME[1:]:
+        if len(a[name]) != n:
+            raise MapFileError(path, field=name, reason=f"{len(a[name])} rows for {n} keyframes")
+    counts = a["num_features"]
+    if counts.size and counts.min() < 0:
+        i = int(np.argmax(counts < 0))
+        raise MapFileError(path, field="num_features", reason=f"row {i}: negative count {int(counts[i])}")
+    total = int(counts.sum())
+    for name in _PER_FEATURE:
+        if len(a[name]) != total:
+            raise MapFileError(path, field=name, reason=f"{len(a[name])} rows for {total} features")
+    m = len(a["loop_index"])
+    for name in ("loop_T_match_query", "loop_inliers"):
+        if len(a[name]) != m:
+            raise MapFileError(path, field=name, reason=f"{len(a[name])} rows for {m} loops")
+    ids = a["keyframe_id"]
+
+    def where(name: str, row: int) -> str:  # the row, and whose it is
+        if name in _PER_KEYFRAME:
+            return f"row {row} (keyframe id {int(ids[row])})"
+        if name in _PER_FEATURE:
+            owner = int(np.searchsorted(np.cumsum(counts), row, side="right"))
+            return f"row {row} (a feature of keyframe id {int(ids[owner])})"
+        return f"row {row}"
+
+    for name, arr in a.items():
+        if name in _ARRAY_SHAPES and arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+            bad = ~np.isfinite(arr.reshape(len(arr), -1) if arr.ndim else arr.reshape(1, 1))
+            row = int(np.argmax(bad.any(axis=1)))
+            at = f" at {where(name, row)}" if arr.ndim else ""
+            raise MapFileError(path, field=name, reason=f"holds non-finite values{at}")
+    if len(np.unique(ids)) != n:
+        raise MapFileError(path, field="keyframe_id", reason="keyframe ids repeat")
+    stamps = a["stamp_ns"]
+    if n > 1 and np.any(np.diff(stamps) < 0):
+        i = int(np.argmax(np.diff(stamps) < 0)) + 1
+        raise MapFileError(path, field="stamp_ns", reason=f"{where('stamp_ns', i)} is older than the row before "
+                           "(keyframes are stored in time order)")  # fmt: skip
+    for name in ("T_odom_base", "T_base_camera", "loop_T_match_query", "T_map_odom"):
+        problem = _rigid_problem(a[name])
+        if problem is not None:
+            row, reason = problem
+            at = "" if name == "T_map_odom" else f"{where(name, row)}: "
+            raise MapFileError(path, field=name, reason=f"{at}{reason}")
+    cam = a["camera"]
+    bad_cam = (cam[:, :2] != np.round(cam[:, :2])).any(axis=1) | (cam[:, :4] <= 0).any(axis=1)
+    if bad_cam.any():
+        i = int(np.argmax(bad_cam))
+        raise MapFileError(path, field="camera", reason=f"{where('camera', i)}: width and height must be positive "
+                           f"integers and fx, fy positive, got {cam[i, :4].tolist()}")  # fmt: skip
+    lm = a["landmark_ids"]
+    if lm.size and lm.min() < -1:
+        i = int(np.argmax(lm < -1))
+        raise MapFileError(path, field="landmark_ids", reason=f"{where('landmark_ids', i)}: {int(lm[i])} < -1")
+    loops = a["loop_index"]
+    if m:
+        if loops.min() < 0 or loops.max() >= n:
+            raise MapFileError(path, field="loop_index", reason=f"indices outside [0, {n})")
+        if np.any(loops[:, 0] >= loops[:, 1]):
+            i = int(np.argmax(loops[:, 0] >= loops[:, 1]))
+            raise MapFileError(path, field="loop_index", reason=f"row {i}: loop {loops[i].tolist()} does not join "
+                               "an older keyframe (first) to a newer one")  # fmt: skip
+        inl = a["loop_inliers"]
+        if np.any(inl < 0) or np.any(inl[:, 0] > inl[:, 1]):
+            i = int(np.argmax((inl < 0).any(axis=1) | (inl[:, 0] > inl[:, 1])))
+            raise MapFileError(path, field="loop_inliers", reason=f"row {i}: {inl[i].tolist()} is not "
+                               "0 <= inliers <= matches")  # fmt: skip
+
+
 def _keyframes_from_arrays(path: Path, a: dict[str, np.ndarray]) -> list[Keyframe]:
+    """Keyframes from arrays :func:`_check_keyframe_arrays` passed (so nothing is cast silently)."""
     ends = np.cumsum(a["num_features"])
     starts = ends - a["num_features"]
     out = []

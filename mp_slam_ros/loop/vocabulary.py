@@ -46,6 +46,7 @@ from numba.extending import intrinsic
 
 from ..io.errors import InputFormatError
 from ..io.files import atomic_write_bytes
+from ..io.npz import read_npz
 from ..solver.jit import jit
 
 if TYPE_CHECKING:
@@ -540,13 +541,10 @@ class BinaryVocabulary:
         """
         path = os.fspath(path)
         try:
-            with np.load(path, allow_pickle=False) as npz:
-                arrays = {name: npz[name] for name in npz.files if name in _FIELDS}
-        except FileNotFoundError:
-            raise
-        except Exception as exc:  # zipfile.BadZipFile, EOFError, ValueError, zlib.error, ...
-            reason = f"not a readable vocabulary .npz ({type(exc).__name__}: {exc})"
-            raise InputFormatError(path, reason=reason) from None
+            arrays = read_npz(path, names=_FIELDS)
+        except InputFormatError as err:  # read_npz never passes on numpy's advice to unpickle
+            reason = f"not a readable vocabulary .npz: {err.reason}"
+            raise InputFormatError(path, field=err.field, reason=reason) from None
         vocab = cls.__new__(cls)
         try:
             vocab._set(arrays)

@@ -211,6 +211,10 @@ def optimize_pose_graph(
         precision = load_precision(precision)
     if initialization not in INITIALIZATIONS:
         raise ValueError(f"initialization must be one of {', '.join(INITIALIZATIONS)}, got '{initialization}'")
+    if graph.num_edges == 0:
+        # Nothing constrains the poses: the normal equations are all zero and the preconditioner
+        # breaks down with a message that names neither the graph nor the cause.
+        raise ValueError(f"{graph.source or 'pose graph'}: graph has no edges: nothing to optimise")
     compile_start = thread_compile_seconds()
     start = clock()  # pauses while numba compiles: compile time is reported on its own
     if initialization == "chordal":

@@ -34,6 +34,7 @@ import numpy as np
 
 from ..io.ros_messages import (
     MessageFactory,
+    MessageFormatError,
     PointField,
     camera_info_to_camera,
     keyframe_from_messages,
@@ -186,9 +187,10 @@ def make_diagnostic_array(factory: MessageFactory, stamp_ns: int, report: Diagno
 class KeyframeOutput:
     """What one keyframe set produced.
 
-    ``result`` is None when the keyframe was not added (older than the map's newest keyframe);
-    ``path`` is the corrected path to publish then; ``warnings`` and ``info`` are for the node's
-    logger (``info``: loops closed).
+    ``result`` is None when the keyframe was not added (older than the map's newest keyframe, or
+    ``rejected``: its messages hold values the map cannot use, such as a NaN position, point or
+    intrinsic; ``rejected`` says why); ``path`` is the corrected path to publish then;
+    ``warnings`` and ``info`` are for the node's logger (``info``: loops closed).
     """
 
     stamp_ns: int
@@ -196,6 +198,7 @@ class KeyframeOutput:
     path: Any = None
     warnings: list[str] = field(default_factory=list)
     info: list[str] = field(default_factory=list)
+    rejected: str = ""
 
 
 class LoopClosureDiagnostics:
@@ -203,7 +206,8 @@ class LoopClosureDiagnostics:
 
     The level is ERROR when a keyframe set could not be processed in the period; WARN when the
     PGO fell back from fp16 during the period, when keyframes were dropped (backlog full, a part
-    never arrived, or older than the map), and while no keyframe has arrived at all.
+    never arrived, older than the map, or rejected as invalid), when an interrupted map save was
+    cleaned up, and while no keyframe has arrived at all.
     """
 
     def __init__(self, now: float | None = None) -> None:
@@ -213,12 +217,16 @@ class LoopClosureDiagnostics:
         self._processed = 0
         self._loops = 0
         self._stale = 0
+        self._rejected = 0  # in the period
+        self._rejected_total = 0
+        self._last_rejection = ""
         self._proc_times: list[float] = []
         self._errors: list[str] = []
         self._ever_received = False
         self._fallbacks_at_report = 0
         self._drops_at_report = 0
         self._incomplete_at_report = 0
+        self._stale_copies_at_report = 0
 
     def record_received(self) -> None:
         with self._lock:
@@ -227,6 +235,11 @@ class LoopClosureDiagnostics:
 
     def record(self, output: KeyframeOutput) -> None:
         with self._lock:
+            if output.rejected:
+                self._rejected += 1
+                self._rejected_total += 1
+                self._last_rejection = output.rejected
+                return
             if output.result is None:
                 self._stale += 1
                 return
@@ -251,6 +264,10 @@ class LoopClosureDiagnostics:
             new_fallbacks = fallbacks - self._fallbacks_at_report
             new_drops = dropped - self._drops_at_report
             new_incomplete = incomplete - self._incomplete_at_report
+            stale_copies = int(stats.get("stale_map_copies", 0))
+            if stale_copies < self._stale_copies_at_report:  # the pipeline was reset
+                self._stale_copies_at_report = 0
+            new_stale_copies = stale_copies - self._stale_copies_at_report
             values = [
                 ("keyframes", str(stats.get("keyframes", 0))),
                 ("keyframe rate [Hz]", f"{self._processed / period:.2f}"),
@@ -275,6 +292,9 @@ class LoopClosureDiagnostics:
                 ("dropped keyframes", str(dropped)),
                 ("incomplete keyframe sets", str(incomplete)),
                 ("keyframes older than the map in period", str(self._stale)),
+                ("keyframes rejected (invalid)", str(self._rejected_total)),
+                ("keyframes rejected in period", str(self._rejected)),
+                ("stale map copies recovered", str(stale_copies)),
                 ("errors in period", str(len(self._errors))),
             ]  # fmt: skip
             problems: list[str] = []
@@ -295,6 +315,12 @@ class LoopClosureDiagnostics:
                 level = max(level, 1)
                 problems.append(f"{self._stale} keyframe(s) older than the map's newest dropped "
                                 "(bag restarted? call ~/reset)")
+            if self._rejected:
+                level = max(level, 1)
+                problems.append(f"{self._rejected} keyframe(s) rejected as invalid: {self._last_rejection}")
+            if new_stale_copies > 0:
+                level = max(level, 1)
+                problems.append(f"{new_stale_copies} stale map copy(ies) of an interrupted save recovered")
             if not self._ever_received:
                 level = max(level, 1)
                 problems.append("no keyframe yet (check the keyframe topics and input_reliability)")
@@ -304,7 +330,8 @@ class LoopClosureDiagnostics:
                 message = (f"{stats.get('keyframes', 0)} keyframes, {stats.get('loops_accepted', 0)} loops"
                            + (f"; {self._loops} closed in period" if self._loops else ""))
             self._last_report = now
-            self._received = self._processed = self._loops = self._stale = 0
+            self._received = self._processed = self._loops = self._stale = self._rejected = 0
+            self._stale_copies_at_report = stale_copies
             self._proc_times, self._errors = [], []
             self._fallbacks_at_report = fallbacks
             self._drops_at_report = dropped
@@ -338,6 +365,10 @@ class ParameterChange:
     successful: bool
     reason: str = ""
     changed: tuple[str, ...] = ()
+
+
+def _recovered_note(count: int) -> str:
+    return f"; recovered {count} stale copy(ies) an interrupted save left" if count > 0 else ""
 
 
 class LoopClosureRunner:
@@ -374,6 +405,7 @@ class LoopClosureRunner:
         self.factory = factory
         self.settings = NodeSettings(**{name: merged[name] for name in RUNTIME_PARAMETERS})
         self.skipped = 0  # repeated keyframes (same stamp as the newest one)
+        self.rejected = 0  # keyframes whose messages could not make a valid keyframe
         self._lock = threading.RLock()
         self._state_lock = threading.Lock()
         self._map_version = 0
@@ -418,9 +450,11 @@ class LoopClosureRunner:
     def process(self, msgs: Sequence[Any]) -> KeyframeOutput | None:
         """Add one keyframe triplet (pose, cloud, camera_info); None when it repeats the newest keyframe.
 
-        Raises ``MessageFormatError`` / ``ValueError`` for messages that cannot be used; the map is
-        unchanged then.  A keyframe older than the map's newest is not added (the pose graph
-        chains keyframes in time order): the output says so with a warning and ``result`` None.
+        A triplet whose messages cannot make a keyframe (stamps that disagree, a malformed cloud, a
+        non-finite pose, point or intrinsic: a ``MessageFormatError`` from the conversion) is
+        rejected: ``result`` None, ``rejected`` and a warning say why, ``self.rejected`` counts it,
+        and the map is unchanged.  A keyframe older than the map's newest is not added either (the
+        pose graph chains keyframes in time order): the output says so with a warning.
         """
         if len(msgs) != len(KEYFRAME_PARTS):
             raise ValueError(f"a keyframe is {len(KEYFRAME_PARTS)} messages (pose, cloud, camera_info), "
@@ -442,10 +476,17 @@ class LoopClosureRunner:
                 warnings.append(f"keyframe at {stamp * 1e-9:.3f} s is older than the map's newest "
                                 f"({latest * 1e-9:.3f} s): not added (bag restarted? call ~/reset)")
                 return KeyframeOutput(stamp, None, warnings=warnings)
-            keyframe = keyframe_from_messages(pose, cloud, info, self._next_id, self.T_base_camera)
-            # The cloud's u v are undistorted pixels of the intrinsics in p; the pipeline's PnP and
-            # the saved map need that pinhole camera, not the raw calibration in k/d.
-            keyframe.camera = camera_info_to_camera(info, rectified=True)
+            try:
+                keyframe = keyframe_from_messages(pose, cloud, info, self._next_id, self.T_base_camera)
+                # The cloud's u v are undistorted pixels of the intrinsics in p; the pipeline's PnP and
+                # the saved map need that pinhole camera, not the raw calibration in k/d.
+                keyframe.camera = camera_info_to_camera(info, rectified=True)
+            except MessageFormatError as err:
+                # One bad keyframe must neither enter the map (a NaN there poisons PGO, the path and
+                # every later save) nor stop the node: it is dropped, counted and reported.
+                self.rejected += 1
+                warnings.append(f"keyframe at {stamp * 1e-9:.3f} s rejected, not added to the map: {err}")
+                return KeyframeOutput(stamp, None, warnings=warnings, rejected=str(err))
             result = self.lc.add_keyframe(keyframe)
             self._next_id += 1
             self._map_version += 1
@@ -547,11 +588,17 @@ class LoopClosureRunner:
             return False, f"cannot save the map: {problem}"
         with self._lock:
             n, loops = self.lc.num_keyframes, int(self.lc.stats.loops_accepted)
+            copies = self.lc.stats.stale_map_copies
             try:
                 self.lc.save_map(target)
             except (OSError, ValueError) as err:
                 return False, f"cannot save the map to {target}: {err}"
-        return True, f"saved {n} keyframe(s) and {loops} loop(s) to {target}"
+            except Exception as err:  # a service answers, it does not raise; the old map stays on disk
+                return False, f"cannot save the map to {target}: {type(err).__name__}: {err}"
+            finally:
+                self._snapshot()  # the stale-copy count may have grown even when the save failed
+            recovered = _recovered_note(self.lc.stats.stale_map_copies - copies)
+        return True, f"saved {n} keyframe(s) and {loops} loop(s) to {target}{recovered}"
 
     def load_map(self, path: str | None = None) -> tuple[bool, str]:
         """Replace the running map with the one at ``path`` (default: ``map_file``); (success, message).
@@ -563,17 +610,22 @@ class LoopClosureRunner:
         if target is None:
             return False, f"cannot load a map: {problem}"
         with self._lock:
+            copies = self.lc.stats.stale_map_copies
             try:
                 self.lc.load_map(target)
             except MapFileError as err:
+                self._snapshot()
                 return False, f"cannot load the map (the running map is unchanged): {err}"
-            except (OSError, ValueError) as err:
-                return False, f"cannot load the map from {target} (the running map is unchanged): {err}"
+            except Exception as err:  # any failure is an answer; the pipeline swaps only when all is valid
+                self._snapshot()
+                return False, (f"cannot load the map from {target} (the running map is unchanged): "
+                               f"{type(err).__name__}: {err}")
             self._resync_ids()
             self._map_version += 1
             self._snapshot()
             n, loops = self.lc.num_keyframes, int(self.lc.stats.loops_accepted)
-        return True, f"loaded {n} keyframe(s) and {loops} loop(s) from {target}"
+            recovered = _recovered_note(self.lc.stats.stale_map_copies - copies)
+        return True, f"loaded {n} keyframe(s) and {loops} loop(s) from {target}{recovered}"
 
     # -- parameters ------------------------------------------------------------------------
     def set_parameters(self, changes: Mapping[str, Any]) -> ParameterChange:

@@ -18,6 +18,7 @@ messages:
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -30,6 +31,7 @@ import numpy as np
 
 from ..io.frames import EXTRINSIC_ASSUMED, missing_extrinsic_warning
 from ..io.ros_messages import (
+    baseline_problem,
     camera_info_baseline,
     camera_info_to_camera,
     image_to_depth_m,
@@ -39,6 +41,7 @@ from ..io.ros_messages import (
 from ..solver.precision import load_precision
 from ..vision.odometry import FrameResult, VisualOdometry, VOConfig, VOStatistics
 from ..vision.types import Frame, PinholeCamera
+from .parameters import VO_NODE_PARAMETERS
 
 __all__ = [
     "DIAGNOSTIC_LEVELS",
@@ -54,6 +57,9 @@ __all__ = [
     "plan_base_camera",
     "stereo_extrinsic",
 ]
+
+#: vo_node's ``sync_slop`` default [s], the stamp tolerance within a set when none is given.
+DEFAULT_SYNC_SLOP: float = next(s.default for s in VO_NODE_PARAMETERS if s.name == "sync_slop")
 
 #: diagnostic_msgs/DiagnosticStatus levels by value.
 DIAGNOSTIC_LEVELS = {0: "OK", 1: "WARN", 2: "ERROR", 3: "STALE"}
@@ -248,8 +254,14 @@ class VORunner:
     fail every following frame.
     """
 
-    def __init__(self, config: VOConfig, rectified: bool = False) -> None:
+    def __init__(self, config: VOConfig, rectified: bool = False, sync_slop: float = DEFAULT_SYNC_SLOP) -> None:
+        if not (math.isfinite(sync_slop) and sync_slop > 0):
+            raise ValueError(f"sync_slop must be positive and finite, got {sync_slop}")
         self.config = config
+        # Largest stamp difference within one set (the node's synchroniser parameter): a set
+        # that exceeds it is not one instant and is rejected, counted in ``rejected``.
+        self.sync_slop = float(sync_slop)
+        self.rejected = 0
         # Loaded now so a bad preset name or YAML path fails at start-up, not at the first frame.
         self.precision = load_precision(config.precision)
         self.rectified = bool(rectified)
@@ -321,22 +333,65 @@ class VORunner:
                 setattr(out, name, getattr(out, name) + value)
         return out
 
+    def _checked_stamp(self, msgs: Sequence[Any]) -> int:
+        """The set's stamp (the first image's), after checking every message is there and stamped
+        within ``sync_slop`` of it; a set that fails is rejected (counted in ``rejected``)."""
+        names = input_names(self.config.mode)
+        stamps = []
+        for name, msg in zip(names, msgs, strict=True):
+            try:
+                if msg is None:
+                    raise ValueError("no message (None)")
+                stamps.append(stamp_to_ns(msg.header.stamp))
+            except (AttributeError, TypeError, ValueError) as err:
+                self.rejected += 1
+                raise ValueError(f"{name}: message rejected: {err}") from None
+        slop_ns = round(self.sync_slop * 1e9)
+        for name, s in zip(names[1:], stamps[1:], strict=True):
+            if abs(s - stamps[0]) > slop_ns:
+                self.rejected += 1
+                raise ValueError(f"{name}: stamp {s} ns is {(s - stamps[0]) * 1e-9:+.4f} s from the {names[0]} "
+                                 f"stamp {stamps[0]} ns, beyond sync_slop {self.sync_slop:g} s: set rejected")
+        return stamps[0]
+
     def _calibration_of(self, msgs: Sequence[Any]) -> _Calibration:
+        names = input_names(self.config.mode)
+
+        def camera(k: int) -> PinholeCamera:
+            try:
+                return camera_info_to_camera(msgs[k], rectified=self.rectified)
+            except ValueError as err:
+                raise ValueError(f"{names[k]}: {err}") from None
+
+        # The cameras first: a non-finite or non-positive entry is reported as such, before the
+        # extrinsic turns it into a misleading baseline.
         if self.config.mode == "stereo":
-            left_info, right_info = msgs[2], msgs[3]
-            T = stereo_extrinsic(left_info, right_info, self.rectified)
-            return _Calibration(camera_info_to_camera(left_info, rectified=self.rectified),
-                                camera_info_to_camera(right_info, rectified=self.rectified),
-                                tuple(T.reshape(-1).tolist()))
-        return _Calibration(camera_info_to_camera(msgs[2], rectified=self.rectified), None, None)
+            left, right = camera(2), camera(3)
+            try:
+                T = stereo_extrinsic(msgs[2], msgs[3], self.rectified)
+            except ValueError as err:
+                raise ValueError(f"{names[3]}: {err}") from None
+            problem = baseline_problem(float(np.linalg.norm(T[:3, 3])))
+            if problem is not None:
+                raise ValueError(f"{names[3]}: field 'p': {problem}")
+            return _Calibration(left, right, tuple(T.reshape(-1).tolist()))
+        return _Calibration(camera(2), None, None)
 
     def _frame_of(self, stamp: int, msgs: Sequence[Any], camera: PinholeCamera) -> Frame:
-        image = image_to_grey(msgs[0])
+        names = input_names(self.config.mode)
+
+        def convert(k: int, how: Callable[[Any], np.ndarray]) -> np.ndarray:
+            try:
+                return how(msgs[k])
+            except ValueError as err:
+                raise ValueError(f"{names[k]}: {err}") from None
+
+        image = convert(0, image_to_grey)
         if self.config.mode == "stereo":
-            frame = Frame(stamp, image, right=image_to_grey(msgs[1]))
+            frame = Frame(stamp, image, right=convert(1, image_to_grey))
             second = frame.right
         else:
-            frame = Frame(stamp, image, depth=image_to_depth_m(msgs[1]))
+            frame = Frame(stamp, image, depth=convert(1, image_to_depth_m))
             second = frame.depth
         for what, arr in (("image", image), ("right image" if self.config.mode == "stereo" else "depth", second)):
             if arr.shape != (camera.height, camera.width):
@@ -361,13 +416,17 @@ class VORunner:
         expected = len(input_names(self.config.mode))
         if len(msgs) != expected:
             raise ValueError(f"{self.config.mode} needs {expected} messages per set, got {len(msgs)}")
-        stamp = stamp_to_ns(msgs[0].header.stamp)
+        stamp = self._checked_stamp(msgs)
         warnings, self._pending_warnings = self._pending_warnings, []
         if self._last_stamp is not None and stamp == self._last_stamp:
             self.skipped += 1
             return None
-        calibration = self._calibration_of(msgs)
-        frame = self._frame_of(stamp, msgs, calibration.camera)
+        try:
+            calibration = self._calibration_of(msgs)
+            frame = self._frame_of(stamp, msgs, calibration.camera)
+        except ValueError:
+            self.rejected += 1
+            raise
         if self.vo is not None and self._last_stamp is not None and stamp < self._last_stamp:
             warnings.append(f"stamps went back {(self._last_stamp - stamp) * 1e-9:.3f} s (bag restarted or "
                             "looped?): restarting the odometry at the identity")

@@ -92,7 +92,7 @@ class VisualOdometryNode(Node):
         self._publish_tf = bool(values["publish_tf"])
 
         try:
-            self.runner = VORunner(self.config, rectified=bool(values["rectified"]))
+            self.runner = VORunner(self.config, rectified=bool(values["rectified"]), sync_slop=values["sync_slop"])
         except ValueError as err:
             raise ValueError(f"{node_name}: parameter 'precision': {err}") from None
         self._base_camera_explicit = base_camera_is_explicit(values["T_base_camera"])

@@ -80,7 +80,9 @@ class SolverOptions:
     # or none (column scaling only).
     cgnr_preconditioner: str = "block_jacobi"
     max_iterations: int = 50
-    max_time_seconds: float = math.inf
+    # Wall-clock budget of the solve (Ceres' name): checked after every LM iteration, so a solve
+    # overruns it by at most one iteration; the best accepted state is returned (NO_CONVERGENCE).
+    max_solver_time_in_seconds: float = math.inf
     function_tolerance: float = 1e-6  # stop when |cost change| / cost < this
     gradient_tolerance: float = 1e-10  # stop when max |J^T r| (scaled) < this
     parameter_tolerance: float = 1e-8  # stop when |dx| < tol * (|x| + tol)
@@ -126,6 +128,10 @@ class SolverOptions:
             )
         if self.algorithm not in ("levenberg_marquardt", "gauss_newton"):
             raise ValueError(f"algorithm must be levenberg_marquardt or gauss_newton, got '{self.algorithm}'")
+        if self.max_iterations < 0:
+            raise ValueError(f"max_iterations must be >= 0, got {self.max_iterations}")
+        if not self.max_solver_time_in_seconds > 0:  # also rejects NaN
+            raise ValueError(f"max_solver_time_in_seconds must be > 0, got {self.max_solver_time_in_seconds}")
 
 
 @dataclass
@@ -189,6 +195,10 @@ class SolverSummary:
     # Seconds numba spent compiling kernels during the solve. Stage, iteration and total times
     # exclude it: a first solve in a process with a cold cache would otherwise report the compile.
     compile_time: float = 0.0
+    # Reprojection problems: observations whose point is at or behind its camera (no projection),
+    # at the initial and at the final state. They get a constant residual and a zero Jacobian.
+    invalid_observations_initial: int = 0
+    invalid_observations: int = 0
 
     @property
     def num_iterations(self) -> int:
@@ -232,6 +242,11 @@ class SolverSummary:
             f"  fp16 fallbacks : {self.num_fallbacks}",
             f"  PSD projection : {self.projected_information_edges} information matrices changed",
         ]
+        if self.invalid_observations_initial or self.invalid_observations:
+            lines.append(
+                f"  cheirality     : {self.invalid_observations_initial} -> {self.invalid_observations} "
+                "observations with the point at or behind the camera (constant residual, zero Jacobian)"
+            )
         for ev in self.fallbacks:
             lines.append(
                 f"    iteration {ev.iteration}: {ev.stage} {ev.from_precision} -> {ev.to_precision}: {ev.reason}"
@@ -246,7 +261,25 @@ class SolverSummary:
         return d
 
     def to_json(self, **kwargs: Any) -> str:
-        return json.dumps(self.to_dict(), **kwargs)
+        """Strict JSON: a non-finite number becomes null (json.dumps would write NaN/Infinity,
+        which JSON parsers reject), and `message` says which costs were not finite."""
+        d = _finite_or_none(self.to_dict())
+        costs = {"initial_cost": self.initial_cost, "final_cost": self.final_cost}
+        bad = [f"{k} = {v}" for k, v in costs.items() if not math.isfinite(v)]
+        if bad:
+            note = f"not finite, written as null: {', '.join(bad)}"
+            d["message"] = f"{d['message']} ({note})" if d["message"] else note
+        return json.dumps(d, allow_nan=False, **kwargs)
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_none(v) for v in value]
+    return value
 
 
 @dataclass
@@ -535,6 +568,7 @@ def solve(
     summary.num_residuals = int(residuals.shape[0])
     cost = _cost(residuals)
     summary.initial_cost = cost
+    _count_invalid(problem, state, summary, initial=True)
     if not math.isfinite(cost):
         summary.termination, summary.message = "FAILURE", "initial cost is not finite"
         summary.final_cost = cost
@@ -635,24 +669,51 @@ def solve(
         report.total_time = now - start
         summary.iterations.append(report)
         if options.verbose:
+            # Flushed: under a pipe or a log file a long solve must still show its progress.
             if iteration == 1:
-                print(summary.iteration_table().splitlines()[0])
-            print(summary.iteration_table().splitlines()[-1])
+                print(summary.iteration_table().splitlines()[0], flush=True)
+            print(summary.iteration_table().splitlines()[-1], flush=True)
         if options.callback is not None:
             options.callback(report)
         if stop is not None:
             summary.termination, summary.message = stop
             break
-        if now - start > options.max_time_seconds:
-            summary.message = f"time limit of {options.max_time_seconds:g} s reached"
+        if now - start > options.max_solver_time_in_seconds and iteration < options.max_iterations:
+            summary.termination = "NO_CONVERGENCE"
+            summary.message = (
+                f"time limit reached: max_solver_time_in_seconds = {options.max_solver_time_in_seconds:g} s "
+                f"(stopped after {iteration} iterations, {now - start:.1f} s); the best state so far is returned"
+            )
+            log.warning("solve stopped by its time limit after %d iterations (%.1f s)", iteration, now - start)
             break
     else:
         summary.message = f"iteration limit of {options.max_iterations} reached"
 
     summary.final_cost = cost
     times["total"] = clock() - start
+    _count_invalid(problem, state, summary, initial=False)
     summary.compile_time = thread_compile_seconds() - compile_start
     return state, summary
+
+
+def _count_invalid(problem: LeastSquaresProblem, state: Any, summary: SolverSummary, initial: bool) -> None:
+    """Record (and warn about) observations the problem could not evaluate at `state`, for the
+    problems that have such a notion (`count_invalid_observations`, e.g. points behind a camera)."""
+    counter = getattr(problem, "count_invalid_observations", None)
+    if counter is None:
+        return
+    count = int(counter(state))
+    if initial:
+        summary.invalid_observations_initial = count
+    else:
+        summary.invalid_observations = count
+    if count:
+        log.warning(
+            "%d observation(s) with the point at or behind its camera at the %s state: constant residual, "
+            "zero Jacobian (counted in the summary)",
+            count,
+            "initial" if initial else "final",
+        )
 
 
 def problem_norm(state: Any) -> float:

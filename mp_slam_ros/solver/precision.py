@@ -146,12 +146,30 @@ class PrecisionConfig:
         import yaml
 
         path = Path(path)
-        with path.open() as f:
-            doc = yaml.safe_load(f) or {}
+        try:
+            with path.open(encoding="utf-8") as f:
+                doc = yaml.safe_load(f) or {}
+        except yaml.YAMLError as err:
+            # A raw ParserError reads "in '<unicode string>'" and escapes callers that expect ValueError.
+            raise ValueError(f"{path}: {yaml_error_location(err)}") from None
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{path}: not a UTF-8 text file ({err.reason})") from None
+        if not isinstance(doc, dict):
+            raise ValueError(f"{path}: expected a mapping at the top level, got {type(doc).__name__}")
         block = _find_precision_block(doc)
         if block is None:
             raise ValueError(f"{path}: no 'precision' block under '<node>: ros__parameters:'")
         return cls.from_mapping(block, source=str(path))
+
+
+def yaml_error_location(err: Exception) -> str:
+    """'line L, column C: problem' of a yaml error (1-based, from its problem_mark), for messages
+    that name the file themselves."""
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    problem = getattr(err, "problem", None) or str(err)
+    if mark is None:
+        return f"invalid YAML: {problem}"
+    return f"line {mark.line + 1}, column {mark.column + 1}: invalid YAML: {problem}"
 
 
 def _find_precision_block(doc: dict[str, Any]) -> dict[str, Any] | None:

@@ -37,6 +37,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -136,6 +138,7 @@ class VOConfig:
     T_base_camera: tuple[float, ...] = tuple(np.eye(4).reshape(-1).tolist())
 
     def __post_init__(self) -> None:
+        self._check_types_and_ranges()
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.linear_solver not in ("cgnr", "schur"):
@@ -162,6 +165,38 @@ class VOConfig:
         self.feature_options()  # validates the feature fields
         self.window_options()
 
+    def _check_types_and_ranges(self) -> None:
+        """Each field's type (that of its default) and range, named by the field.
+
+        Done first, so a wrong value is reported under its own name rather than as a comparison
+        of str and int, or under the name of the option object it is passed on to (WindowOptions'
+        ``max_keyframes`` for ``window_size``).  Every numeric parameter is a count, a threshold,
+        a distance or a time: finite and non-negative; some must be at least 1.
+        """
+        for f in dataclasses.fields(self):
+            value, default = getattr(self, f.name), f.default
+            if isinstance(default, str):
+                if not isinstance(value, str):
+                    raise ValueError(f"{f.name}: expected a string, got {type(value).__name__} {value!r}")
+            elif isinstance(default, int):
+                if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                    raise ValueError(f"{f.name}: expected an integer, got {type(value).__name__} {value!r}")
+                if value < 0:
+                    raise ValueError(f"{f.name}: must not be negative, got {value}")
+            elif isinstance(default, float):
+                if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                    raise ValueError(f"{f.name}: expected a number, got {type(value).__name__} {value!r}")
+                if not (math.isfinite(value) and value >= 0):
+                    raise ValueError(f"{f.name}: must be finite and not negative, got {value}")
+        for name in ("window_size", "window_fixed_keyframes", "ba_max_iterations", "pnp_iterations"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be at least 1, got {getattr(self, name)}")
+        if self.window_size <= self.window_fixed_keyframes:
+            raise ValueError(f"window_size: must exceed window_fixed_keyframes ({self.window_fixed_keyframes}), "
+                             f"got {self.window_size}")
+        if not self.ba_loss_scale > 0:
+            raise ValueError(f"ba_loss_scale: must be positive, got {self.ba_loss_scale}")
+
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], source: str = "config") -> VOConfig:
         """A config from a flat mapping (a YAML section, ROS parameters); unknown keys are an error."""
@@ -170,11 +205,18 @@ class VOConfig:
         if unknown:
             raise ValueError(f"{source}: unknown VO parameter(s) {unknown}; known: {sorted(known)}")
         kwargs = dict(values)
-        if "T_base_camera" in kwargs:
-            kwargs["T_base_camera"] = tuple(np.asarray(kwargs["T_base_camera"], dtype=np.float64).reshape(-1))
         try:
+            if "T_base_camera" in kwargs:
+                try:
+                    T = np.asarray(kwargs["T_base_camera"], dtype=np.float64).reshape(-1)
+                except (TypeError, ValueError):
+                    raise ValueError(f"T_base_camera: expected 16 numbers, got {kwargs['T_base_camera']!r}") from None
+                if not np.all(np.isfinite(T)):
+                    raise ValueError("T_base_camera: every value must be finite")
+                kwargs["T_base_camera"] = tuple(T)
             return cls(**kwargs)
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
+            # Name the file: the message names the key.
             raise ValueError(f"{source}: {exc}") from None
 
     def feature_options(self) -> FeatureOptions:

@@ -122,6 +122,10 @@ class Sequence:
     base_frame: str = "base_link"
     camera_frame: str = ""
     T_base_camera_source: str = ""
+    # What the reader dropped or repaired (counts, e.g. images whose stamp repeats) and the
+    # warnings it logged about it, so replay can put both in its report.
+    input_counts: dict[str, int] = field(default_factory=dict)
+    input_warnings: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
