@@ -17,9 +17,9 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
+from ring_keyframes import ring_keyframes
 
 from mp_slam_ros.cli import main
 from mp_slam_ros.io.errors import InputFormatError
@@ -38,40 +38,9 @@ NO_PICKLE_ADVICE = "allow_pickle"
 DEAD_PID = 2**22 + 17
 
 
-def _yaw(angle: float) -> np.ndarray:
-    T = np.eye(4)
-    T[:3, :3] = cv2.Rodrigues(np.array([0.0, angle, 0.0]))[0]
-    return T
-
-
 def _keyframes() -> tuple[list[Keyframe], BinaryVocabulary]:
-    rng = np.random.default_rng(0)
-    camera = PinholeCamera(640, 480, 400.0, 400.0, 320.0, 240.0)
-    n = 500
-    angle, height, radius = rng.uniform(0, 2 * np.pi, n), rng.uniform(-1, 1, n), rng.uniform(3.5, 4.5, n)
-    landmarks = np.stack([radius * np.sin(angle), height, radius * np.cos(angle)], axis=1)
-    descriptors = rng.integers(0, 256, (n, 32), dtype=np.uint8)
-    per_lap, count = 12, 20
-    keyframes = []
-    for k in range(count):
-        T = _yaw(2 * np.pi * k / per_lap)
-        drift = _yaw(np.radians(0.05 * k))
-        drift[:3, 3] = [0.002 * k, 0.0, 0.001 * k]
-        P_cam = (landmarks - T[:3, 3]) @ T[:3, :3]
-        z = P_cam[:, 2]
-        u = camera.fx * P_cam[:, 0] / np.maximum(z, 1e-9) + camera.cx
-        v = camera.fy * P_cam[:, 1] / np.maximum(z, 1e-9) + camera.cy
-        seen = np.nonzero((z > 0.5) & (u >= 0) & (u < camera.width) & (v >= 0) & (v < camera.height))[0]
-        d = descriptors[seen].copy()
-        d[np.arange(len(seen)), rng.integers(0, 32, len(seen))] ^= np.uint8(1)
-        keyframes.append(Keyframe(
-            keyframe_id=1000 + k, stamp_ns=(k + 1) * NS, T_odom_base=drift @ T, T_base_camera=np.eye(4),
-            points=P_cam[seen] + rng.normal(0, 0.005, (len(seen), 3)),
-            pixels=np.stack([u[seen], v[seen]], axis=1) + rng.normal(0, 0.3, (len(seen), 2)),
-            descriptors=d, landmark_ids=seen, camera=camera,
-        ))  # fmt: skip
-    vocabulary = BinaryVocabulary.train([kf.descriptors for kf in keyframes[:per_lap]], branching=8, depth=2)
-    return keyframes, vocabulary
+    ring = ring_keyframes(landmarks=500, per_lap=12, count=20)
+    return ring.keyframes, ring.vocabulary
 
 
 @pytest.fixture(scope="module")

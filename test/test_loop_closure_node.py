@@ -17,9 +17,9 @@ import sys
 from array import array
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
+from ring_keyframes import Ring, ring_keyframes
 
 from mp_slam_ros.io.ros_messages import (
     cloud_to_structured,
@@ -32,7 +32,6 @@ from mp_slam_ros.io.ros_messages import (
 )
 from mp_slam_ros.loop.config import LoopClosureConfig
 from mp_slam_ros.loop.pipeline import LoopClosure, LoopClosureResult, LoopClosureStatistics
-from mp_slam_ros.loop.vocabulary import BinaryVocabulary
 from mp_slam_ros.ros import parameters as P
 from mp_slam_ros.ros.loop_closure_core import (
     KEYFRAME_PARTS,
@@ -45,7 +44,7 @@ from mp_slam_ros.ros.loop_closure_core import (
     input_names,
     make_diagnostic_array,
 )
-from mp_slam_ros.vision.types import Keyframe, PinholeCamera
+from mp_slam_ros.vision.types import Keyframe
 
 NS = 1_000_000_000
 LC_NODE_PARAMETERS = {
@@ -63,51 +62,9 @@ TEST_PARAMETERS = {"exclude_recent_keyframes": 5, "exclude_recent_seconds": 0.5,
 # ---------------------------------------------------------------------------------------------
 
 
-def _yaw(angle: float) -> np.ndarray:
-    T = np.eye(4)
-    T[:3, :3] = cv2.Rodrigues(np.array([0.0, angle, 0.0]))[0]  # about the optical y axis (down)
-    return T
-
-
-@dataclasses.dataclass
-class Scene:
-    camera: PinholeCamera
-    keyframes: list[Keyframe]
-    truth: list[np.ndarray]
-    vocabulary: BinaryVocabulary
-    per_lap: int
-
-
 @pytest.fixture(scope="module")
-def scene() -> Scene:
-    rng = np.random.default_rng(0)
-    camera = PinholeCamera(640, 480, 400.0, 400.0, 320.0, 240.0)
-    n = 600
-    angle, height, radius = rng.uniform(0, 2 * np.pi, n), rng.uniform(-1, 1, n), rng.uniform(3.5, 4.5, n)
-    landmarks = np.stack([radius * np.sin(angle), height, radius * np.cos(angle)], axis=1)
-    descriptors = rng.integers(0, 256, (n, 32), dtype=np.uint8)
-    per_lap, count = 16, 22
-    truth = [_yaw(2 * np.pi * k / per_lap) for k in range(count)]
-    keyframes = []
-    for k, T in enumerate(truth):
-        drift = _yaw(np.radians(0.05 * k))
-        drift[:3, 3] = [0.002 * k, 0.0, 0.001 * k]
-        P_cam = (landmarks - T[:3, 3]) @ T[:3, :3]
-        z = P_cam[:, 2]
-        u = camera.fx * P_cam[:, 0] / np.maximum(z, 1e-9) + camera.cx
-        v = camera.fy * P_cam[:, 1] / np.maximum(z, 1e-9) + camera.cy
-        seen = np.nonzero((z > 0.5) & (u >= 0) & (u < camera.width) & (v >= 0) & (v < camera.height))[0]
-        d = descriptors[seen].copy()
-        d[np.arange(len(seen)), rng.integers(0, 32, len(seen))] ^= np.uint8(1)  # a flipped bit per observation
-        keyframes.append(Keyframe(
-            keyframe_id=1000 + k,  # not the runner's ids: it numbers keyframes itself
-            stamp_ns=(k + 1) * NS, T_odom_base=drift @ T, T_base_camera=np.eye(4),
-            points=P_cam[seen] + rng.normal(0, 0.005, (len(seen), 3)),
-            pixels=np.stack([u[seen], v[seen]], axis=1) + rng.normal(0, 0.3, (len(seen), 2)),
-            descriptors=d, landmark_ids=seen, camera=camera,
-        ))  # fmt: skip
-    vocabulary = BinaryVocabulary.train([kf.descriptors for kf in keyframes[:per_lap]], branching=8, depth=2)
-    return Scene(camera, keyframes, truth, vocabulary, per_lap)
+def scene() -> Ring:
+    return ring_keyframes(landmarks=600, per_lap=16, count=22)
 
 
 @pytest.fixture
@@ -115,7 +72,7 @@ def factory():
     return rosbags_factory()
 
 
-def _runner(scene: Scene, factory, **values) -> LoopClosureRunner:
+def _runner(scene: Ring, factory, **values) -> LoopClosureRunner:
     values = {**TEST_PARAMETERS, **values}
     config = P.lc_config_from_parameters(values)
     return LoopClosureRunner(values, factory, loop_closure=LoopClosure(config, vocabulary=scene.vocabulary))

@@ -129,6 +129,20 @@ def _robustify(res, jac, deficit, i, cdim, kind, b, want_jac):
             jac[i, 1, j] *= scale
 
 
+@jit(nogil=True, inline="always")
+def _invalid_observation(res, jac, deficit, i, cdim, rx, ry, kind, b, want_jac):
+    """An observation at (or, for pinhole cameras, behind) the camera centre: a constant residual
+    (``rx``, ``ry``: twice the focal length, a reprojection off the image) and no Jacobian, so it
+    neither moves the solution nor divides by a zero depth; the kernels count it."""
+    res[i, 0] = rx
+    res[i, 1] = ry
+    if want_jac:
+        for j in range(cdim):
+            jac[i, 0, j] = 0.0
+            jac[i, 1, j] = 0.0
+    _robustify(res, jac, deficit, i, cdim, kind, b, want_jac)
+
+
 @jit(nogil=True)
 def _bal_kernel(cameras, points, cam_idx, pt_idx, obs, loss_kind, loss_b, want_jac, res, jac, deficit, min_ratio):
     """Residuals (n, 2) and, if want_jac, Jacobian blocks (n, 2, 12): [d/dcamera (9) | d/dpoint (3)].
@@ -169,13 +183,7 @@ def _bal_kernel(cameras, points, cam_idx, pt_idx, obs, loss_kind, loss_b, want_j
         # their published initial costs include them. `not >` also catches a NaN depth.
         if not (abs(P2) > min_ratio * max(1.0, abs(P0), abs(P1))):
             invalid += 1
-            res[i, 0] = 2.0 * abs(f)
-            res[i, 1] = 2.0 * abs(f)
-            if want_jac:
-                for j in range(12):
-                    jac[i, 0, j] = 0.0
-                    jac[i, 1, j] = 0.0
-            _robustify(res, jac, deficit, i, 12, loss_kind, loss_b, want_jac)
+            _invalid_observation(res, jac, deficit, i, 12, 2.0 * abs(f), 2.0 * abs(f), loss_kind, loss_b, want_jac)
             continue
         iz = -1.0 / P2
         xp = P0 * iz
@@ -277,13 +285,7 @@ def _pinhole_kernel(
         xs = x - offsets[i]
         if not (z > min_ratio * max(1.0, abs(xs), abs(y))):
             invalid += 1
-            res[i, 0] = 2.0 * fx
-            res[i, 1] = 2.0 * fy
-            if want_jac:
-                for j in range(9):
-                    jac[i, 0, j] = 0.0
-                    jac[i, 1, j] = 0.0
-            _robustify(res, jac, deficit, i, 9, loss_kind, loss_b, want_jac)
+            _invalid_observation(res, jac, deficit, i, 9, 2.0 * fx, 2.0 * fy, loss_kind, loss_b, want_jac)
             continue
         iz = 1.0 / z
         res[i, 0] = fx * xs * iz + cx - obs[i, 0]
