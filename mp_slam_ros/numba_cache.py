@@ -11,7 +11,7 @@ Order of the candidates:
 2. ``$XDG_CACHE_HOME/mp_slam_ros`` (when ``XDG_CACHE_HOME`` is an absolute path);
 3. ``~/.cache/mp_slam_ros``.
 
-The first writable one is used.  A new, empty one is first seeded from the install's kernel cache
+The first writable one is used.  A new, empty per-user one (2 or 3) is first seeded from the install's kernel cache
 (:func:`seed_dirs`: ``MP_SLAM_KERNEL_SEED``, or ``<prefix>/share/mp_slam_ros/kernel_cache`` that
 ``make venv`` fills after ``mp-slam warmup``): numba keys its cache by the source file's path and
 time stamp, so kernels compiled once for an install load for every user of that install.  (numba
@@ -140,8 +140,12 @@ def _configure() -> Path | None:
             stacklevel=3,
         )
         return None
+    chosen_by_user = bool(os.environ.get(ENV_VAR))
     os.environ[ENV_VAR] = str(path)
-    seed_cache(path, [d for d in seed_dirs() if d.resolve() != path])
+    # Seed the per-user default caches; a directory the user named is theirs (tests and benchmarks
+    # name an empty one to measure compiling), unless they also name a seed.
+    if not chosen_by_user or os.environ.get(SEED_ENV_VAR):
+        seed_cache(path, [d for d in seed_dirs() if d.resolve() != path])
     # numba read the environment when it was imported; if someone imported it before us, make it
     # read it again so the kernels decorated from now on use this directory.
     config = sys.modules.get("numba.core.config")

@@ -511,12 +511,14 @@ def test_input_validation_is_clear_and_atomic() -> None:
     assert adj.keyframe_ids.tolist() == [7, 8] and adj.has_keyframe(np.int64(8))
 
 
-def test_bookkeeping_stays_well_under_a_millisecond() -> None:
+def test_bookkeeping_is_small_next_to_the_solve() -> None:
     """The per-keyframe work outside the solver on a full 50-keyframe window (~230 landmarks,
     ~2,500 observations): add_keyframe (with the slide), add_landmarks, and building the problem
     (what optimize() does before solve). Measured medians: ~75 + ~10 + ~150 us (of which ~60 us
-    is ReprojectionProblem's own setup); optimize()'s write-back adds ~20 us. The assertion
-    leaves room for a loaded machine."""
+    is ReprojectionProblem's own setup); optimize()'s write-back adds ~20 us. Timing belongs to the
+    benchmarks (bench_ba_windows.py); this only guards the complexity: a per-keyframe rebuild of the
+    whole window would cost tens of milliseconds, far above the 5 ms bound, which leaves a loaded
+    machine 20x room (1.1 ms measured with two test suites running)."""
     w = make_window(120, seed=0)
     lm_ids = landmark_ids_for(w, 0)
     adj = SlidingWindowBundleAdjuster(w.intrinsics, "mixed", window_options=WindowOptions(max_keyframes=50))
@@ -540,7 +542,7 @@ def test_bookkeeping_stays_well_under_a_millisecond() -> None:
     print(
         f"\nbookkeeping per keyframe, 50-keyframe window: median {median * 1e6:.0f} us, max {max(times) * 1e6:.0f} us"
     )
-    assert median < 1e-3
+    assert median < 5e-3
 
 
 def test_landmark_storage_grows_and_reuses_rows() -> None:

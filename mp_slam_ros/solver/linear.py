@@ -14,6 +14,7 @@ does not fit raises
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,7 +67,9 @@ def store_values(values: np.ndarray, precision: Precision, stage: str) -> np.nda
 class LinearSolveResult:
     x: np.ndarray  # fp64 solution in the caller's (unscaled) variables
     iterations: int
-    status: str  # converged | max_iterations | breakdown | non_finite | direct
+    # converged | max_iterations | stagnated | breakdown | non_finite | direct | time_limit (stopped
+    # between CG chunks by the caller's deadline: x is the truncated, still usable, step so far)
+    status: str
     relative_residual: float
 
     @property
@@ -233,6 +236,8 @@ def solve_cgnr(
     tol: float,
     max_iterations: int,
     q_tolerance: float = 0.0,
+    chunk_iterations: int = 0,
+    on_chunk: Callable[[int, float], bool] | None = None,
 ) -> LinearSolveResult:
     """The step x solving (J^T J + diag(damping)) x = -gradient by CG on the normal equations.
 
@@ -243,6 +248,14 @@ def solve_cgnr(
     becomes damping_k / S_k^2. The preconditioner, if given, approximates J_s^T J_s (its factor
     from the first linearisation, see `scaled_damping`) or is a block-Jacobi of it, both already
     stored at their precision. Vectors and scalars are at `vector_precision`; x is fp64.
+
+    `chunk_iterations` > 0 runs the CG kernel at most that many iterations at a time, so that a
+    long solve returns to Python between chunks: `on_chunk(iterations_so_far, relative_residual)`
+    reports progress and returns False to stop (status "time_limit", x the iterate so far, a
+    usable truncated step). A chunk that ends at its cap is continued by CG on the correction,
+    A d = b - A y (the residual recomputed in fp64 from the stored J); the restart forgets the
+    Krylov space, so chunks should be long (the driver sizes them to seconds). A solve that
+    finishes within its first chunk is bit-identical to an unchunked one.
     """
     vec = vector_precision.dtype
     rhs = np.ascontiguousarray(-np.asarray(gradient) / jac.column_scale, dtype=vec)
@@ -268,12 +281,75 @@ def solve_cgnr(
     else:
         none = np.zeros(0, dtype=vec)
         pre = (kernels.PRE_NONE, empty, empty, none, none, empty)
+    shape = kernels.block_shape(block_size)
+    chunk = max_iterations if chunk_iterations <= 0 else min(chunk_iterations, max_iterations)
     its, status, rel = kernels.pcg_normal(
-        jac.operator, jac.num_columns,
-        *pre, rhs, damping_s, y, tol, q_tolerance, max_iterations, kernels.block_shape(block_size),
-    )  # fmt: skip
+        jac.operator, jac.num_columns, *pre, rhs, damping_s, y, tol, q_tolerance, chunk, shape
+    )
+    its, status_name, rel = int(its), _STATUS[int(status)], float(rel)
+    if status_name == "max_iterations" and its < max_iterations:
+        its, status_name, rel = _continue_cgnr(
+            jac, pre, shape, rhs, damping_s, y, (its, rel), tol, q_tolerance, max_iterations, chunk, on_chunk
+        )
     x = y.astype(np.float64) / jac.column_scale
-    return LinearSolveResult(x, int(its), _STATUS[int(status)], float(rel))
+    return LinearSolveResult(x, its, status_name, rel)
+
+
+def _continue_cgnr(
+    jac: StoredJacobian,
+    pre: tuple,
+    shape: tuple,
+    rhs: np.ndarray,
+    damping_s: np.ndarray,
+    y: np.ndarray,
+    done: tuple[int, float],
+    tol: float,
+    q_tolerance: float,
+    max_iterations: int,
+    chunk: int,
+    on_chunk: Callable[[int, float], bool] | None,
+) -> tuple[int, str, float]:
+    """Further chunks of a CG solve whose first chunk hit its cap; `y` is updated in place.
+
+    Each chunk solves for the correction d of A d = b - A y with the tolerance rescaled to the
+    original right-hand side. Nash and Sofer's model test then judges the chunk's own model,
+    which only ever stops a continuation that has stalled. A breakdown inside a continuation
+    keeps the iterate of the chunks before it: it is still a descent step.
+    """
+    its, rel = done
+    b64 = rhs.astype(np.float64)
+    bnorm = math.sqrt(kernels.dot64(b64, b64))
+    d = np.zeros_like(y)
+    while True:
+        if on_chunk is not None and not on_chunk(its, rel):
+            return its, "time_limit", rel
+        y64 = y.astype(np.float64)
+        jy = kernels.block_matvec(
+            jac.values, jac.col_start, jac.slot_offsets, jac.slot_widths, jac.rdim, jac.cdim, y64,
+            np.empty(jac.num_rows),
+        )  # fmt: skip
+        ay = kernels.block_rmatvec(
+            jac.values, jac.col_start, jac.slot_offsets, jac.slot_widths, jac.rdim, jac.cdim, jy,
+            np.empty(jac.num_columns),
+        )  # fmt: skip
+        r64 = b64 - ay - damping_s.astype(np.float64) * y64
+        rnorm = math.sqrt(kernels.dot64(r64, r64))
+        rel = rnorm / bnorm if bnorm > 0 else 0.0
+        if rel <= tol:
+            return its, "converged", rel
+        step = min(chunk, max_iterations - its)
+        k, status, krel = kernels.pcg_normal(
+            jac.operator, jac.num_columns, *pre, r64.astype(y.dtype), damping_s, d, tol * bnorm / rnorm,
+            q_tolerance, step, shape,
+        )  # fmt: skip
+        its += int(k)
+        name = _STATUS[int(status)]
+        if name in ("breakdown", "non_finite"):
+            return its, "stagnated", rel
+        y += d
+        rel = float(krel) * rnorm / bnorm
+        if name != "max_iterations" or its >= max_iterations:
+            return its, name, rel
 
 
 def scaled_damping(damping: float | np.ndarray, column_scale: np.ndarray) -> np.ndarray:

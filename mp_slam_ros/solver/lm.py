@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 LINEAR_SOLVERS = ("pcg-ic", "cgnr", "cholesky", "schur")
 CGNR_PRECONDITIONERS = ("block_jacobi", "none")
+MIN_CG_CHUNK = 100  # fewest CG iterations between progress reports unless the time budget ends sooner
 
 
 class LeastSquaresProblem(Protocol):
@@ -80,9 +81,15 @@ class SolverOptions:
     # or none (column scaling only).
     cgnr_preconditioner: str = "block_jacobi"
     max_iterations: int = 50
-    # Wall-clock budget of the solve (Ceres' name): checked after every LM iteration, so a solve
-    # overruns it by at most one iteration; the best accepted state is returned (NO_CONVERGENCE).
+    # Wall-clock budget of the solve (Ceres' name): checked after every LM iteration and between
+    # the CG chunks of a long linear solve (see progress_interval_seconds), so a solve overruns it
+    # by about one chunk plus what cannot be interrupted (one factorisation, one linearisation);
+    # the best state is returned (NO_CONVERGENCE, the message says time limit).
     max_solver_time_in_seconds: float = math.inf
+    # A CG solve is run in chunks of about this many seconds (sized from the measured time per CG
+    # iteration); between chunks it reports progress (printed when verbose, logged at INFO
+    # otherwise) and checks the time budget. Solves shorter than a chunk are not split.
+    progress_interval_seconds: float = 2.0
     function_tolerance: float = 1e-6  # stop when |cost change| / cost < this
     gradient_tolerance: float = 1e-10  # stop when max |J^T r| (scaled) < this
     parameter_tolerance: float = 1e-8  # stop when |dx| < tol * (|x| + tol)
@@ -132,6 +139,8 @@ class SolverOptions:
             raise ValueError(f"max_iterations must be >= 0, got {self.max_iterations}")
         if not self.max_solver_time_in_seconds > 0:  # also rejects NaN
             raise ValueError(f"max_solver_time_in_seconds must be > 0, got {self.max_solver_time_in_seconds}")
+        if not self.progress_interval_seconds > 0:
+            raise ValueError(f"progress_interval_seconds must be > 0, got {self.progress_interval_seconds}")
 
 
 @dataclass
@@ -353,6 +362,13 @@ class _LinearSystem:
         self.refactor_reason = ""
         self.bad_fp16_steps = 0
         self.cache: PreconditionerCache | None = None
+        # Clock time at which the solve's budget runs out (checked between CG chunks).
+        self.deadline = math.inf
+        self.seconds_per_cg_iteration: float | None = None  # measured; sizes the CG chunks
+        # True while a slow step cannot be blamed on a stale factor: it was factored at this
+        # linearisation, or its precision was just widened for that reason (see _after_slow_step).
+        self.factor_fresh = False
+        self.refactor_limit = options.ic_refactor_cg_iterations
 
     def _fallback(self, stage: str, reason: str) -> bool:
         """Widen one stage, loudly. False when it is already fp64 (nothing left to widen)."""
@@ -432,6 +448,7 @@ class _LinearSystem:
             elif stale:
                 reason = self.refactor_reason
             if self.preconditioner is None or reason:
+                self.factor_fresh = True
                 t0 = clock()
                 self.preconditioner = self._factor_preconditioner(jac, norms)
                 times["preconditioner"] += clock() - t0
@@ -467,8 +484,13 @@ class _LinearSystem:
                     opts.cg_tolerance,
                     opts.cg_max_iterations,
                     opts.cg_q_tolerance,
+                    chunk_iterations=self._cg_chunk(jac),
+                    on_chunk=self._progress(t0),
                 )
-                times["linear_solve"] += clock() - t0
+                elapsed = clock() - t0
+                times["linear_solve"] += elapsed
+                if res.iterations > 0:
+                    self.seconds_per_cg_iteration = elapsed / res.iterations
             except PrecisionOverflow as err:
                 if not self._fallback(err.stage, err.detail):
                     return LinearSolveResult(np.zeros(jac.num_columns), 0, "non_finite", np.inf), gradient
@@ -488,11 +510,85 @@ class _LinearSystem:
                         "J is too ill-conditioned for fp16",
                     )
                     continue
-            limit = opts.ic_refactor_cg_iterations
-            self.refactor_next = self.preconditioner is not None and 0 < limit < res.iterations
-            if self.refactor_next:
-                self.refactor_reason = f"a step needed {res.iterations} CG iterations (> {limit})"
+            self._after_step(res.iterations)
             return res, gradient
+
+    def _after_step(self, iterations: int) -> None:
+        """Decide what a slow step (more CG iterations than the refactor limit) says about the factor.
+
+        A factor from an earlier linearisation goes stale: refactor. But a factor made at this very
+        linearisation cannot be stale, and with complete fill it is the exact factor of J^T J here,
+        so many iterations mean rounding: the fp16 factor and fp16 J (whose mismatch with the fp64
+        factor it came from) perturb the preconditioned operator by about u * cond(J^T J), which
+        grows with the graph (a 10k-pose graph took 6x the CG iterations of fp64, a 200k one hit the
+        500 cap). Refactoring then rebuilds the same factor (seconds each on large graphs) and helps
+        nothing; widening the narrowest of the two stages does. With nothing left to widen, or with
+        an incomplete factor, the limit is raised instead, to twice what the fresh factor needed.
+        """
+        limit = self.refactor_limit
+        slow = self.preconditioner is not None and 0 < limit < iterations
+        fresh, self.factor_fresh = self.factor_fresh, False
+        self.refactor_next = False
+        if not slow:
+            return
+        if not fresh:
+            self.refactor_next = True
+            self.refactor_reason = f"a step needed {iterations} CG iterations (> {limit})"
+            return
+        stages = [s for s in ("preconditioner", "matrix_storage") if getattr(self.precision, s) is not Precision.FP64]
+        if self.options.ic_fill_level >= FULL_FILL and stages:
+            stage = min(stages, key=lambda name: getattr(self.precision, name).bits)
+            self._fallback(
+                stage,
+                f"a step with a preconditioner factored at this linearisation needed {iterations} CG "
+                f"iterations (> {limit}): {getattr(self.precision, stage).value} rounding, not staleness",
+            )
+            self.factor_fresh = True  # the next slow step is still not the factor's age
+            return
+        self.refactor_limit = 2 * iterations
+        log.info(
+            "iteration %d: a fresh preconditioner needed %d CG iterations; refactoring only above %d",
+            self.iteration,
+            iterations,
+            self.refactor_limit,
+        )
+
+    def _cg_chunk(self, jac: BlockJacobian) -> int:
+        """CG iterations per chunk: about progress_interval_seconds of work, less when the time
+        budget ends sooner (never fewer than a few: each chunk restarts the Krylov space)."""
+        if self.seconds_per_cg_iteration is None:
+            # No solve measured yet: one fp64 product pair, times 3 for the preconditioner and the
+            # vector updates, is the CG iteration's cost to within a small factor.
+            t0 = clock()
+            jac.rmatvec(jac.matvec(np.ones(jac.num_columns)))
+            self.seconds_per_cg_iteration = max(3.0 * (clock() - t0), 1e-9)
+        # Each restart forgets the Krylov space (measured: a 50k-pose step needing 100 iterations
+        # in one run took 467 in 35-iteration chunks), so a chunk is at least MIN_CG_CHUNK
+        # iterations unless the time budget ends sooner.
+        per_it = self.seconds_per_cg_iteration
+        chunk = max(MIN_CG_CHUNK, int(self.options.progress_interval_seconds / per_it))
+        remaining = self.deadline - clock()
+        if math.isfinite(remaining):
+            chunk = min(chunk, max(5, int(max(remaining, 0.0) / per_it)))
+        return chunk
+
+    def _progress(self, start: float) -> Callable[[int, float], bool]:
+        """The CG chunk callback: says how a long solve is going; False once the budget is spent."""
+        verbose = self.options.verbose
+
+        def report(iterations: int, relative_residual: float) -> bool:
+            now = clock()
+            text = (
+                f"     iteration {self.iteration}: CG {iterations} iterations, relative residual "
+                f"{relative_residual:.2e}, {now - start:.1f} s in this linear solve"
+            )
+            if verbose:
+                print(text, flush=True)
+            else:
+                log.info(text.strip())
+            return now < self.deadline
+
+        return report
 
     @staticmethod
     def _true_relative_residual(
@@ -558,6 +654,7 @@ def solve(
     system = _LinearSystem(options, precision, summary)
     system.block_size = problem.block_size
     system.cache = preconditioner_cache
+    system.deadline = start + options.max_solver_time_in_seconds
     gauss_newton = options.algorithm == "gauss_newton"
     damping = 0.0 if gauss_newton else options.initial_damping
     nu = 2.0
@@ -658,6 +755,18 @@ def solve(
         elif damping >= options.max_damping:
             stop = ("NO_CONVERGENCE", f"damping reached its maximum {options.max_damping:g}")
 
+        elapsed = clock() - start
+        if stop is None and elapsed > options.max_solver_time_in_seconds and iteration < options.max_iterations:
+            # Checked before the next linearisation, which would be wasted; a linear solve cut
+            # short by the budget (status time_limit) still had its truncated step tried above.
+            stop = (
+                "NO_CONVERGENCE",
+                f"time limit reached: max_solver_time_in_seconds = {options.max_solver_time_in_seconds:g} s "
+                f"(stopped after {iteration} iterations, {elapsed:.1f} s"
+                + (", inside the linear solve" if step.status == "time_limit" else "")
+                + "); the best state so far is returned",
+            )
+            log.warning("solve stopped by its time limit after %d iterations (%.1f s)", iteration, elapsed)
         if accepted and stop is None:
             t0 = clock()
             residuals, jac = problem.linearize(state, res_dtype)
@@ -677,14 +786,6 @@ def solve(
             options.callback(report)
         if stop is not None:
             summary.termination, summary.message = stop
-            break
-        if now - start > options.max_solver_time_in_seconds and iteration < options.max_iterations:
-            summary.termination = "NO_CONVERGENCE"
-            summary.message = (
-                f"time limit reached: max_solver_time_in_seconds = {options.max_solver_time_in_seconds:g} s "
-                f"(stopped after {iteration} iterations, {now - start:.1f} s); the best state so far is returned"
-            )
-            log.warning("solve stopped by its time limit after %d iterations (%.1f s)", iteration, now - start)
             break
     else:
         summary.message = f"iteration limit of {options.max_iterations} reached"
