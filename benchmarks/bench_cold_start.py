@@ -28,7 +28,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import common
 
@@ -59,6 +61,20 @@ def _env(scenario: str, tmp: Path) -> tuple[dict[str, str], list[str]]:
     return env, prefix
 
 
+def _measured(row: dict, key: str, measure: Callable[..., dict], *args: Any) -> None:
+    """``row.update(measure(*args))``; a failure is recorded, not fatal, so a long run keeps its numbers."""
+    try:
+        row.update(measure(*args))
+    except Exception as err:
+        row.setdefault("errors", {})[key] = f"{type(err).__name__}: {str(err)[-500:]}"
+        common.log(f"  {key} failed: {type(err).__name__}: {str(err)[-300:]}")
+
+
+def _cli(name: str, cmd: list[str], env: dict[str, str], prefix: list[str], cwd: Path) -> dict:
+    wall, text = _run(cmd, env, prefix, cwd)
+    return {f"{name}_s": wall, f"{name}_compile_s": _compile_note(text)}
+
+
 def _run(cmd: list[str], env: dict[str, str], prefix: list[str], cwd: Path) -> tuple[float, str]:
     start = time.perf_counter()
     proc = subprocess.run(prefix + cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=900)
@@ -74,8 +90,11 @@ def _compile_note(text: str) -> float | None:
 
 
 def _measure_node(node: str, env: dict[str, str], prefix: list[str], bag: Path | None, tmp: Path) -> dict:
+    ros_log = tmp / f"ros_log_{node}"
+    ros_log.mkdir(exist_ok=True)
+    os.chmod(ros_log, 0o777)  # the unprivileged scenarios log here too (their HOME may be unwritable)
     env = {**env, "ROS_DOMAIN_ID": env.get("ROS_DOMAIN_ID", "78"), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-           "PYTHONUNBUFFERED": "1", "RCUTILS_COLORIZED_OUTPUT": "0"}
+           "PYTHONUNBUFFERED": "1", "RCUTILS_COLORIZED_OUTPUT": "0", "ROS_LOG_DIR": str(ros_log)}
     log_path = tmp / f"{node}.log"
     start = time.perf_counter()
     with open(log_path, "w") as out:
@@ -119,6 +138,9 @@ def run(args: argparse.Namespace) -> dict:
                     "--out", str(tmp / "seq"), "--no-progress"], env=env, check=True, capture_output=True)
     bag = next((tmp / "seq").glob("*_mcap"))
     os.system(f"chmod -R a+rX {tmp}")
+    outputs = tmp / "out"  # writable by the unprivileged scenarios too
+    outputs.mkdir()
+    os.chmod(outputs, 0o1777)
     have_ros = shutil.which("ros2") is not None and _importable("rclpy")
     can_switch_user = os.geteuid() == 0 and shutil.which("setpriv") is not None
     rows = []
@@ -130,20 +152,18 @@ def run(args: argparse.Namespace) -> dict:
         row: dict = {"scenario": scenario}
         if graph.is_file():
             common.log(f"{scenario}: mp-slam pgo sphere2500")
-            wall, text = _run([sys.executable, "-m", "mp_slam_ros.cli", "pgo", str(graph), "--precision", "mixed",
-                               "--quiet"], env, prefix, tmp)
-            row["pgo_s"], row["pgo_compile_s"] = wall, _compile_note(text)
+            _measured(row, "pgo", _cli, "pgo", [sys.executable, "-m", "mp_slam_ros.cli", "pgo", str(graph),
+                                                "--precision", "mixed", "--quiet"], env, prefix, tmp)
         common.log(f"{scenario}: replay, first frame")
-        wall, text = _run([sys.executable, "-m", "mp_slam_ros.cli", "replay", str(bag), "--out",
-                           str(tmp / f"replay_{scenario.replace(' ', '_')}"), "--max-frames", "1", "--no-bag",
-                           "--no-progress"], env, prefix, tmp)
-        row["replay_first_frame_s"], row["replay_compile_s"] = wall, _compile_note(text)
+        out = outputs / f"replay_{scenario.replace(' ', '_')}"
+        _measured(row, "replay", _cli, "replay_first_frame", [
+            sys.executable, "-m", "mp_slam_ros.cli", "replay", str(bag), "--out", str(out), "--max-frames", "1",
+            "--no-bag", "--no-progress", "--allow-no-init"], env, prefix, tmp)
         if have_ros:
-            env, prefix = _env(scenario, tmp)  # a fresh cache again: the node rows start cold too
-            common.log(f"{scenario}: vo_node")
-            row["vo_node"] = _measure_node("vo_node", env, prefix, bag, tmp)
-            common.log(f"{scenario}: loop_closure_node")
-            row["loop_closure_node"] = _measure_node("loop_closure_node", env, prefix, None, tmp)
+            for node, node_bag in (("vo_node", bag), ("loop_closure_node", None)):
+                env, prefix = _env(scenario, tmp)  # a fresh cache again: each node row starts as the scenario says
+                common.log(f"{scenario}: {node}")
+                _measured(row, node, lambda *a: {a[0]: _measure_node(*a)}, node, env, prefix, node_bag, outputs)
         rows.append(row)
     shutil.rmtree(tmp, ignore_errors=True)
     return {"machine": common.machine_info(), "target_s": TARGET_S, "rows": rows, "ros": have_ros}
@@ -178,9 +198,12 @@ def markdown(results: dict) -> str:
 
         lines.append(
             f"| {r['scenario']} | {cell(r.get('pgo_s'))}{comp(r.get('pgo_compile_s'))} "
-            f"| {cell(r.get('replay_first_frame_s'))}{comp(r.get('replay_compile_s'))} "
+            f"| {cell(r.get('replay_first_frame_s'))}{comp(r.get('replay_first_frame_compile_s'))} "
             f"| {cell(vo.get('ready_s'))} | {cell(vo.get('first_frame_after_play_s'))} | {cell(lc.get('ready_s'))} |"
         )
+    for r in results["rows"]:
+        for key, error in r.get("errors", {}).items():
+            lines.append(f"\n{r['scenario']}, {key}: failed: {error.splitlines()[0][:200]}")
     if not results["ros"]:
         lines.append("\nNode columns: not measured (no sourced ROS 2).")
     return "\n".join(lines)
