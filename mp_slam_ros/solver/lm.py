@@ -809,7 +809,9 @@ def _count_invalid(problem: LeastSquaresProblem, state: Any, summary: SolverSumm
     else:
         summary.invalid_observations = count
     if count:
-        log.warning(
+        # INFO, not WARNING: the summary counts them and its report prints a "cheirality" line; a VO
+        # window meets the odd such point every few keyframes and would flood a node's log.
+        log.info(
             "%d observation(s) with the point at or behind its camera at the %s state: constant residual, "
             "zero Jacobian (counted in the summary)",
             count,
