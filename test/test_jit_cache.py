@@ -146,7 +146,10 @@ def test_compile_seconds_counts_a_fresh_compile_and_clock_excludes_it():
     assert compiled > 0.0
     assert jit_module.compile_count() == count0 + 1
     assert jit_module.thread_compile_seconds() - thread0 == pytest.approx(compiled)
-    assert clocked == pytest.approx(wall - compiled, abs=1e-6)
+    # The two clocks are read one after the other, so a preemption between the reads shows up; the
+    # compile itself takes a tenth of a second or more, which is what must be left out.
+    assert clocked == pytest.approx(wall - compiled, abs=2e-3)
+    assert compiled > 0.02
 
     # Called again: already compiled, nothing counted.
     seconds1 = jit_module.compile_seconds()
