@@ -528,15 +528,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.from_json:
         return rerender(args)
-    if args.sizes:
-        try:
-            sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()})
-        except ValueError:
-            raise SystemExit(f"error: --sizes must be comma-separated integers, got {args.sizes!r}") from None
-    else:
-        sizes = list(FULL_SIZES if args.full else DEFAULT_SIZES)
-    if not sizes or any(s < 2 for s in sizes):
-        raise SystemExit("error: every size must be at least 2 keyframes")
+    sizes = common.parse_sizes(args.sizes, FULL_SIZES if args.full else DEFAULT_SIZES)
     precisions = common.parse_choices(args.precisions, PRECISIONS, "precision")
     if args.repeat < 1:
         raise SystemExit("error: --repeat must be >= 1")

@@ -43,6 +43,7 @@ from common import (
     machine_info,
     machine_line,
     parse_choices,
+    parse_sizes,
     solver_options_dict,
     write_outputs,
 )
@@ -361,15 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.from_json:
         return rerender(args)
-    if args.sizes:
-        try:
-            sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()})
-        except ValueError:
-            raise SystemExit(f"error: --sizes must be comma-separated integers, got {args.sizes!r}") from None
-    else:
-        sizes = list(QUICK_SIZES if args.quick else DEFAULT_SIZES)
-    if any(s < 2 for s in sizes):
-        raise SystemExit("error: every size must be at least 2 keyframes")
+    sizes = parse_sizes(args.sizes, QUICK_SIZES if args.quick else DEFAULT_SIZES)
     presets = parse_choices(args.presets, PRESETS, "preset")
     args.repeat = args.repeat if args.repeat is not None else (1 if args.quick else 3)
     if args.repeat < 1:

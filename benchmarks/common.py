@@ -73,6 +73,7 @@ __all__ = [
     "median_cpu",
     "median_index",
     "parse_choices",
+    "parse_sizes",
     "portable_path",
     "progress",
     "ratio",
@@ -587,6 +588,21 @@ def parse_choices(text: str, allowed: Iterable[str], what: str) -> list[str]:
     if not items:
         raise SystemExit(f"error: no {what} given")
     return items
+
+
+def parse_sizes(text: str | None, default: Iterable[int]) -> list[int]:
+    """``--sizes``: comma-separated keyframe counts, sorted and unique, each at least 2 (``default`` when
+    not given); exits with a message otherwise."""
+    if text:
+        try:
+            sizes = sorted({int(s) for s in text.split(",") if s.strip()})
+        except ValueError:
+            raise SystemExit(f"error: --sizes must be comma-separated integers, got {text!r}") from None
+    else:
+        sizes = list(default)
+    if not sizes or any(s < 2 for s in sizes):
+        raise SystemExit("error: every size must be at least 2 keyframes")
+    return sizes
 
 
 def solver_options_dict(options: Any) -> dict[str, Any]:
