@@ -121,4 +121,8 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None) -> in
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+        # Python drops its signal handlers while the interpreter finalises, so a late signal (launch
+        # forwards Ctrl-C a moment after the terminal did) would kill the exiting process by signal.
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, signal.SIG_IGN)
     return code
