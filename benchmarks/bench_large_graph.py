@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import math
 import os
 import sys
@@ -517,10 +516,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def rerender(args: argparse.Namespace) -> int:
-    src = Path(args.from_json)
-    results = json.loads(src.read_text())
-    out_dir = Path(args.out_dir) if args.out_dir else src.parent
-    write(results, out_dir, args.name or src.stem, not args.no_plot)
+    results, out_dir, stem = common.rerender_source(args)
+    write(results, out_dir, stem, not args.no_plot)
     return 0
 
 

@@ -25,7 +25,6 @@ printed to stdout), ``loop_pgo_time.png`` and ``loop_pgo_ate.png``. Run from the
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -44,6 +43,7 @@ from common import (
     machine_line,
     parse_choices,
     parse_sizes,
+    rerender_source,
     solver_options_dict,
     write_outputs,
 )
@@ -351,10 +351,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def rerender(args: argparse.Namespace) -> int:
-    src = Path(args.from_json)
-    results = json.loads(src.read_text())
-    out_dir = Path(args.out_dir) if args.out_dir else src.parent
-    write_study_outputs(results, out_dir, args.name or src.stem, not args.no_plot)
+    results, out_dir, stem = rerender_source(args)
+    write_study_outputs(results, out_dir, stem, not args.no_plot)
     return 0
 
 

@@ -78,6 +78,7 @@ __all__ = [
     "progress",
     "ratio",
     "rel_diff",
+    "rerender_source",
     "resolve_data_dir",
     "run_gtsam_lm",
     "run_repeated",
@@ -588,6 +589,13 @@ def parse_choices(text: str, allowed: Iterable[str], what: str) -> list[str]:
     if not items:
         raise SystemExit(f"error: no {what} given")
     return items
+
+
+def rerender_source(args: argparse.Namespace) -> tuple[dict, Path, str]:
+    """``--from-json``: the earlier results, the output directory (default: beside the JSON) and stem."""
+    src = Path(args.from_json)
+    out_dir = Path(args.out_dir) if args.out_dir else src.parent
+    return json.loads(src.read_text()), out_dir, args.name or src.stem
 
 
 def parse_sizes(text: str | None, default: Iterable[int]) -> list[int]:
