@@ -12,7 +12,7 @@ import json
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 
 LINEAR_SOLVERS = ("pcg-ic", "cgnr", "cholesky", "schur")
 CGNR_PRECONDITIONERS = ("block_jacobi", "none")
+# A step on a factor from an earlier linearisation is abandoned (refactor, solve again) after this
+# many times ic_refactor_cg_iterations CG iterations.
+ABANDON_FACTOR = 3
 MIN_CG_CHUNK = 100  # fewest CG iterations between progress reports unless the time budget ends sooner
 
 
@@ -365,9 +368,11 @@ class _LinearSystem:
         # Clock time at which the solve's budget runs out (checked between CG chunks).
         self.deadline = math.inf
         self.seconds_per_cg_iteration: float | None = None  # measured; sizes the CG chunks
-        # True while a slow step cannot be blamed on a stale factor: it was factored at this
-        # linearisation, or its precision was just widened for that reason (see _after_slow_step).
-        self.factor_fresh = False
+        # Counts the LM loop's linearisations; a factor made at the current one cannot be stale,
+        # so a slow step on it is blamed on rounding instead (see _after_step).
+        self.linearization = 0
+        self.factor_linearization = -1
+        self.last_factorization_seconds = 0.0
         self.refactor_limit = options.ic_refactor_cg_iterations
 
     def _fallback(self, stage: str, reason: str) -> bool:
@@ -445,21 +450,17 @@ class _LinearSystem:
                         self.summary.preconditioner_events.append("reused the cached factor")
             elif opts.ic_refactor_each_iteration:
                 reason = "refactor every iteration"
-            elif stale:
+            elif stale and self._factorization_fits_budget():
                 reason = self.refactor_reason
             if self.preconditioner is None or reason:
-                self.factor_fresh = True
-                t0 = clock()
-                self.preconditioner = self._factor_preconditioner(jac, norms)
-                times["preconditioner"] += clock() - t0
-                self.summary.preconditioner_events.append(reason)
-                if self.cache is not None:
-                    self.cache.store(self.preconditioner, jac.num_columns, jac.values.shape[0], reason)
+                self._refactor(jac, norms, reason)
         if opts.linear_solver == "cgnr" and opts.cgnr_preconditioner == "block_jacobi":
             t0 = clock()
             self.jacobi = self._block_jacobi(jac, norms, damping_diag)
             times["preconditioner"] += clock() - t0
+        abandoned_iterations = 0  # CG iterations of attempts given up on a stale factor
         while True:
+            abandon_at = self._abandon_at()
             try:
                 t0 = clock()
                 stored = StoredJacobian.store(
@@ -484,13 +485,29 @@ class _LinearSystem:
                     opts.cg_tolerance,
                     opts.cg_max_iterations,
                     opts.cg_q_tolerance,
-                    chunk_iterations=self._cg_chunk(jac),
-                    on_chunk=self._progress(t0),
+                    chunk_iterations=self._cg_chunk(jac, abandon_at),
+                    on_chunk=self._progress(t0, abandon_at),
                 )
                 elapsed = clock() - t0
                 times["linear_solve"] += elapsed
                 if res.iterations > 0:
                     self.seconds_per_cg_iteration = elapsed / res.iterations
+                if (
+                    res.status == "time_limit"
+                    and clock() < self.deadline
+                    and abandon_at
+                    and self._factorization_fits_budget()
+                ):
+                    # Stopped by _progress for staleness, not by the budget: refactor here and
+                    # solve again (the abandoned iterations still count in the summary).
+                    abandoned_iterations += res.iterations
+                    self._refactor(
+                        jac,
+                        norms,
+                        f"a step on a factor from an earlier linearisation passed {res.iterations} CG "
+                        f"iterations (relative residual {res.relative_residual:.1e}): abandoned and refactored",
+                    )
+                    continue
             except PrecisionOverflow as err:
                 if not self._fallback(err.stage, err.detail):
                     return LinearSolveResult(np.zeros(jac.num_columns), 0, "non_finite", np.inf), gradient
@@ -511,7 +528,58 @@ class _LinearSystem:
                     )
                     continue
             self._after_step(res.iterations)
+            if abandoned_iterations:
+                res = replace(res, iterations=res.iterations + abandoned_iterations)
             return res, gradient
+
+    @property
+    def factor_fresh(self) -> bool:
+        return self.factor_linearization == self.linearization
+
+    def _factorization_fits_budget(self) -> bool:
+        """False when the time left is shorter than the last factorisation took.
+
+        A factorisation cannot be interrupted (at 200k poses it takes ~15 s), so starting one the
+        budget cannot hold overruns it by that much; the stale factor still gives a usable step.
+        """
+        left = self.deadline - clock()
+        if left >= self.last_factorization_seconds:
+            return True
+        log.info(
+            "iteration %d: the preconditioner is stale, but %.1f s are left of the time budget and a "
+            "factorisation takes %.1f s: keeping the old factor",
+            self.iteration,
+            max(left, 0.0),
+            self.last_factorization_seconds,
+        )
+        return False
+
+    def _refactor(self, jac: BlockJacobian, norms: np.ndarray, reason: str) -> None:
+        self.factor_linearization = self.linearization
+        t0 = clock()
+        self.preconditioner = self._factor_preconditioner(jac, norms)
+        self.last_factorization_seconds = clock() - t0
+        self.summary.stage_times["preconditioner"] += self.last_factorization_seconds
+        self.summary.preconditioner_events.append(reason)
+        if self.cache is not None:
+            self.cache.store(self.preconditioner, jac.num_columns, jac.values.shape[0], reason)
+
+    def _abandon_at(self) -> int:
+        """CG iterations after which a step on a stale IC factor is abandoned (0 = never).
+
+        A factor from an earlier linearisation that needs several times the refactor limit is
+        stale, and finishing the solve on it costs up to the CG cap (at 200k poses the steady
+        state was three 500-iteration steps, each followed by a refactorisation anyway).
+        Refactoring at once and solving again costs the iterations so far plus a fresh solve.
+        """
+        if (
+            self.options.linear_solver != "pcg-ic"
+            or self.preconditioner is None
+            or self.factor_fresh
+            or self.refactor_limit <= 0
+        ):
+            return 0
+        return ABANDON_FACTOR * self.refactor_limit
 
     def _after_step(self, iterations: int) -> None:
         """Decide what a slow step (more CG iterations than the refactor limit) says about the factor.
@@ -527,11 +595,10 @@ class _LinearSystem:
         """
         limit = self.refactor_limit
         slow = self.preconditioner is not None and 0 < limit < iterations
-        fresh, self.factor_fresh = self.factor_fresh, False
         self.refactor_next = False
         if not slow:
             return
-        if not fresh:
+        if not self.factor_fresh:
             self.refactor_next = True
             self.refactor_reason = f"a step needed {iterations} CG iterations (> {limit})"
             return
@@ -543,7 +610,6 @@ class _LinearSystem:
                 f"a step with a preconditioner factored at this linearisation needed {iterations} CG "
                 f"iterations (> {limit}): {getattr(self.precision, stage).value} rounding, not staleness",
             )
-            self.factor_fresh = True  # the next slow step is still not the factor's age
             return
         self.refactor_limit = 2 * iterations
         log.info(
@@ -553,7 +619,7 @@ class _LinearSystem:
             self.refactor_limit,
         )
 
-    def _cg_chunk(self, jac: BlockJacobian) -> int:
+    def _cg_chunk(self, jac: BlockJacobian, abandon_at: int = 0) -> int:
         """CG iterations per chunk: about progress_interval_seconds of work, less when the time
         budget ends sooner (never fewer than a few: each chunk restarts the Krylov space)."""
         if self.seconds_per_cg_iteration is None:
@@ -570,10 +636,15 @@ class _LinearSystem:
         remaining = self.deadline - clock()
         if math.isfinite(remaining):
             chunk = min(chunk, max(5, int(max(remaining, 0.0) / per_it)))
+        if abandon_at:
+            # The staleness check needs a chunk boundary there; a step that converges before it
+            # is not split at all.
+            chunk = min(chunk, abandon_at)
         return chunk
 
-    def _progress(self, start: float) -> Callable[[int, float], bool]:
-        """The CG chunk callback: says how a long solve is going; False once the budget is spent."""
+    def _progress(self, start: float, abandon_at: int = 0) -> Callable[[int, float], bool]:
+        """The CG chunk callback: says how a long solve is going; False once the budget is spent
+        or, on a stale factor, once `abandon_at` iterations have passed (see _abandon_at)."""
         verbose = self.options.verbose
 
         def report(iterations: int, relative_residual: float) -> bool:
@@ -586,7 +657,7 @@ class _LinearSystem:
                 print(text, flush=True)
             else:
                 log.info(text.strip())
-            return now < self.deadline
+            return now < self.deadline and not (abandon_at and iterations >= abandon_at)
 
         return report
 
@@ -661,6 +732,7 @@ def solve(
 
     t0 = clock()
     residuals, jac = problem.linearize(state, res_dtype)
+    system.linearization += 1
     times["residual_jacobian"] += clock() - t0
     summary.num_residuals = int(residuals.shape[0])
     cost = _cost(residuals)
@@ -770,6 +842,7 @@ def solve(
         if accepted and stop is None:
             t0 = clock()
             residuals, jac = problem.linearize(state, res_dtype)
+            system.linearization += 1
             times["residual_jacobian"] += clock() - t0
             if not np.all(np.isfinite(jac.values)):
                 stop = ("FAILURE", "the Jacobian is not finite at the accepted state")
