@@ -67,6 +67,7 @@ def _solve_and_report(args: argparse.Namespace, header: str, run, write) -> int:
         max_iterations=args.max_iterations,
         max_solver_time_in_seconds=math.inf if args.max_time is None else args.max_time,
         verbose=not (args.quiet or args.json),
+        inner_iterations=getattr(args, "inner_iterations", True),
     )
     if not args.json:
         print(header, flush=True)
@@ -314,6 +315,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", help="write the adjusted problem in BAL format")
     b.add_argument("--loss", choices=("trivial", "huber", "cauchy"), default="trivial", help="robust loss")
     b.add_argument("--loss-scale", type=float, default=1.0, help="robust loss scale [pixels]")
+    b.add_argument(
+        "--no-inner-iterations",
+        dest="inner_iterations",
+        action="store_false",
+        help="no point re-solve between LM steps (on by default: it makes far starts converge)",
+    )
     _add_solver_args(b, ("cgnr", "schur", "cholesky"), "cgnr")
     b.set_defaults(func=_ba)
 

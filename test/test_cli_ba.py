@@ -30,3 +30,15 @@ def test_ba_cli_reports_malformed_file(tmp_path, capsys):
     assert main(["ba", str(bad)]) == 2
     err = capsys.readouterr().err
     assert f"{bad}:2" in err and "field" in err
+
+
+def test_ba_cli_inner_iterations_flag(shared_data, capsys):
+    """On by default (the summary counts the passes); --no-inner-iterations turns them off."""
+    source = shared_data / "ba" / "rootba_test_data" / "bal-ladybug-problem-49-7776-pre-shrink-1800.txt"
+    assert main(["ba", str(source), "--precision", "fp64", "--solver", "schur", "--json"]) == 0
+    on = json.loads(capsys.readouterr().out)
+    assert on["inner_iteration_passes"] >= 1 and on["inner_iteration_moves"] > 0
+    assert main(["ba", str(source), "--precision", "fp64", "--solver", "schur", "--json", "--no-inner-iterations"]) == 0
+    off = json.loads(capsys.readouterr().out)
+    assert off["inner_iteration_passes"] == 0
+    assert on["final_cost"] <= off["final_cost"] * (1 + 1e-6)

@@ -55,6 +55,7 @@ from ..solver.kernels import dot64
 from ..solver.lm import SolverOptions, SolverSummary, solve
 from ..solver.loss import LOSSES, loss_parameters
 from ..solver.precision import PrecisionConfig
+from .points import refine_bal_points
 
 __all__ = [
     "LOSSES",
@@ -464,6 +465,15 @@ class BalBundleAdjustmentProblem(_ObservationProblem):
 
     def to_bal(self, state: BalState) -> BalProblem:
         return self.bal.with_parameters(state.cameras, state.points)
+
+    def inner_iteration(self, state: BalState) -> tuple[BalState, int]:
+        """Every point moved to its best position for the current cameras (see :mod:`.points`);
+        returns the new state and how many points moved. The cost never rises."""
+        points, moved = refine_bal_points(
+            state.cameras, state.points, self.bal.camera_index, self.bal.point_index, self.bal.observations,
+            self._loss_kind, self._loss_b, MIN_DEPTH_RATIO,
+        )  # fmt: skip
+        return BalState(state.cameras, points), moved
 
 
 class ReprojectionProblem(_ObservationProblem):

@@ -123,6 +123,11 @@ class SolverOptions:
     # iterations ~15x against IC(0) on the shared pose graphs (see benchmarks/README.md).
     ic_fill_level: int = FULL_FILL
     ic_ordering: str = "mmd"  # natural | mmd (minimum degree: less fill, faster triangular solves)
+    # Ceres' use_inner_iterations: for a problem that offers `inner_iteration(state) -> (state,
+    # moved)` (bundle adjustment: each point re-solved for the current cameras), it runs on the
+    # start and after every accepted step. It never raises the cost; far from the solution it
+    # fixes what one joint step cannot (a badly triangulated point near a camera).
+    inner_iterations: bool = True
     verbose: bool = False
     callback: Callable[[IterationReport], None] | None = None
 
@@ -192,6 +197,7 @@ class SolverSummary:
             "linear_solve": 0.0,
             "update": 0.0,
             "initialization": 0.0,
+            "inner_iterations": 0.0,
             "total": 0.0,
         }
     )
@@ -211,6 +217,9 @@ class SolverSummary:
     # at the initial and at the final state. They get a constant residual and a zero Jacobian.
     invalid_observations_initial: int = 0
     invalid_observations: int = 0
+    # SolverOptions.inner_iterations: how many passes ran, and the blocks (points) they moved.
+    inner_iteration_passes: int = 0
+    inner_iteration_moves: int = 0
 
     @property
     def num_iterations(self) -> int:
@@ -247,13 +256,19 @@ class SolverSummary:
             f"= residual+Jacobian {t['residual_jacobian']:.4f}, "
             f"gradient+scaling {t['gradient_and_scaling']:.4f}, preconditioner {t['preconditioner']:.4f}, "
             f"linear solve {t['linear_solve']:.4f}, update {t['update']:.4f}, "
-            f"initialisation {t['initialization']:.4f}",
+            f"initialisation {t['initialization']:.4f}"
+            + (f", inner iterations {t['inner_iterations']:.4f}" if self.inner_iteration_passes else ""),
             f"  preconditioner : {self.preconditioner_factorizations} factorisation(s), "
             f"diagonal shift {self.preconditioner_shift:g}"
             + (f" ({'; '.join(self.preconditioner_events)})" if self.preconditioner_events else ""),
             f"  fp16 fallbacks : {self.num_fallbacks}",
             f"  PSD projection : {self.projected_information_edges} information matrices changed",
         ]
+        if self.inner_iteration_passes:
+            lines.append(
+                f"  inner iter.    : {self.inner_iteration_passes} passes moved {self.inner_iteration_moves} "
+                "blocks (points re-solved for the current cameras)"
+            )
         if self.invalid_observations_initial or self.invalid_observations:
             lines.append(
                 f"  cheirality     : {self.invalid_observations_initial} -> {self.invalid_observations} "
@@ -730,14 +745,23 @@ def solve(
     damping = 0.0 if gauss_newton else options.initial_damping
     nu = 2.0
 
+    inner = getattr(problem, "inner_iteration", None) if options.inner_iterations else None
+    _count_invalid(problem, state, summary, initial=True)
+    if inner is not None:
+        # The summary's initial cost is the caller's start, before the first inner pass.
+        t0 = clock()
+        summary.initial_cost = _cost(problem.residuals(state, res_dtype))
+        times["residual_jacobian"] += clock() - t0
+        if math.isfinite(summary.initial_cost):
+            state = _inner_pass(inner, state, summary)
     t0 = clock()
     residuals, jac = problem.linearize(state, res_dtype)
     system.linearization += 1
     times["residual_jacobian"] += clock() - t0
     summary.num_residuals = int(residuals.shape[0])
     cost = _cost(residuals)
-    summary.initial_cost = cost
-    _count_invalid(problem, state, summary, initial=True)
+    if inner is None or not math.isfinite(summary.initial_cost):
+        summary.initial_cost = cost
     if not math.isfinite(cost):
         summary.termination, summary.message = "FAILURE", "initial cost is not finite"
         summary.final_cost = cost
@@ -840,10 +864,15 @@ def solve(
             )
             log.warning("solve stopped by its time limit after %d iterations (%.1f s)", iteration, elapsed)
         if accepted and stop is None:
+            if inner is not None:
+                state = _inner_pass(inner, state, summary)
             t0 = clock()
             residuals, jac = problem.linearize(state, res_dtype)
             system.linearization += 1
             times["residual_jacobian"] += clock() - t0
+            if inner is not None:
+                cost = _cost(residuals)  # the pass lowered it further (never raises it)
+                report.cost, report.cost_change = cost, old_cost - cost
             if not np.all(np.isfinite(jac.values)):
                 stop = ("FAILURE", "the Jacobian is not finite at the accepted state")
         now = clock()
@@ -868,6 +897,16 @@ def solve(
     _count_invalid(problem, state, summary, initial=False)
     summary.compile_time = thread_compile_seconds() - compile_start
     return state, summary
+
+
+def _inner_pass(inner: Callable[[Any], tuple[Any, int]], state: Any, summary: SolverSummary) -> Any:
+    """One inner-iteration pass (SolverOptions.inner_iterations), timed and counted."""
+    t0 = clock()
+    state, moved = inner(state)
+    summary.stage_times["inner_iterations"] += clock() - t0
+    summary.inner_iteration_passes += 1
+    summary.inner_iteration_moves += int(moved)
+    return state
 
 
 def _count_invalid(problem: LeastSquaresProblem, state: Any, summary: SolverSummary, initial: bool) -> None:
