@@ -95,14 +95,28 @@ def test_far_start_reaches_the_optimum(drive, optimum: float, precision: str, so
     assert summary.termination == "CONVERGENCE", summary.report()
     assert summary.num_iterations <= 30
     assert summary.final_cost == pytest.approx(optimum, rel=1e-3)
-    # One pass on the start, one after each accepted step but the last (which stopped the solve).
+    # One pass on the start, then one after each accepted step until a pass gains less than
+    # inner_iteration_tolerance (1e-3 of the cost): the first few passes do the work.
     accepted = sum(it.step_accepted for it in summary.iterations)
-    assert accepted <= summary.inner_iteration_passes <= accepted + 1
+    assert 2 <= summary.inner_iteration_passes < accepted
     assert summary.inner_iteration_moves > 0.5 * drive.bal.num_points
     # The reported initial cost is the caller's start, not the state after the first pass.
     start = BalBundleAdjustmentProblem(drive.bal)
     assert summary.initial_cost == pytest.approx(start.cost(start.initial_state()), rel=1e-6)  # fp32 residuals
     assert np.all(bal_depths(out) > 0.0), "every observed point ends in front of its cameras"
+
+
+def test_inner_iterations_stop_once_they_stop_paying(drive) -> None:
+    """With tolerance 0 every accepted step gets a pass; with the default they stop early."""
+    always = SolverOptions(linear_solver="schur", max_iterations=50, inner_iteration_tolerance=0.0)
+    _, all_passes = optimize_bal(drive.bal, "fp64", always)
+    _, default = optimize_bal(drive.bal, "fp64", SolverOptions(linear_solver="schur", max_iterations=50))
+    accepted = sum(it.step_accepted for it in all_passes.iterations)
+    assert all_passes.inner_iteration_passes >= accepted  # the start's pass, then one per accepted step
+    assert default.inner_iteration_passes < all_passes.inner_iteration_passes
+    assert default.final_cost == pytest.approx(all_passes.final_cost, rel=1e-4)
+    with pytest.raises(ValueError, match="inner_iteration_tolerance"):
+        SolverOptions(inner_iteration_tolerance=-1.0)
 
 
 def test_without_inner_iterations_the_far_start_stalls(drive, optimum: float) -> None:

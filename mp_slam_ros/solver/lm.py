@@ -128,6 +128,9 @@ class SolverOptions:
     # start and after every accepted step. It never raises the cost; far from the solution it
     # fixes what one joint step cannot (a badly triangulated point near a camera).
     inner_iterations: bool = True
+    # ... until a pass lowers the cost by less than this fraction (Ceres' inner_iteration_tolerance):
+    # near the solution a pass costs a residual evaluation per point and buys nothing.
+    inner_iteration_tolerance: float = 1e-3
     verbose: bool = False
     callback: Callable[[IterationReport], None] | None = None
 
@@ -147,6 +150,8 @@ class SolverOptions:
             raise ValueError(f"max_iterations must be >= 0, got {self.max_iterations}")
         if not self.max_solver_time_in_seconds > 0:  # also rejects NaN
             raise ValueError(f"max_solver_time_in_seconds must be > 0, got {self.max_solver_time_in_seconds}")
+        if not self.inner_iteration_tolerance >= 0:
+            raise ValueError(f"inner_iteration_tolerance must be >= 0, got {self.inner_iteration_tolerance}")
         if not self.progress_interval_seconds > 0:
             raise ValueError(f"progress_interval_seconds must be > 0, got {self.progress_interval_seconds}")
 
@@ -762,6 +767,8 @@ def solve(
     cost = _cost(residuals)
     if inner is None or not math.isfinite(summary.initial_cost):
         summary.initial_cost = cost
+    elif not _inner_pass_paid_off(summary.initial_cost, cost, options, summary):
+        inner = None
     if not math.isfinite(cost):
         summary.termination, summary.message = "FAILURE", "initial cost is not finite"
         summary.final_cost = cost
@@ -864,6 +871,7 @@ def solve(
             )
             log.warning("solve stopped by its time limit after %d iterations (%.1f s)", iteration, elapsed)
         if accepted and stop is None:
+            before_inner = cost
             if inner is not None:
                 state = _inner_pass(inner, state, summary)
             t0 = clock()
@@ -873,6 +881,8 @@ def solve(
             if inner is not None:
                 cost = _cost(residuals)  # the pass lowered it further (never raises it)
                 report.cost, report.cost_change = cost, old_cost - cost
+                if not _inner_pass_paid_off(before_inner, cost, options, summary):
+                    inner = None
             if not np.all(np.isfinite(jac.values)):
                 stop = ("FAILURE", "the Jacobian is not finite at the accepted state")
         now = clock()
@@ -907,6 +917,19 @@ def _inner_pass(inner: Callable[[Any], tuple[Any, int]], state: Any, summary: So
     summary.inner_iteration_passes += 1
     summary.inner_iteration_moves += int(moved)
     return state
+
+
+def _inner_pass_paid_off(before: float, after: float, options: SolverOptions, summary: SolverSummary) -> bool:
+    """Whether inner iterations are still worth their time (SolverOptions.inner_iteration_tolerance)."""
+    if before - after >= options.inner_iteration_tolerance * abs(before):
+        return True
+    log.debug(
+        "inner iterations off after pass %d: it lowered the cost by %.2e (relative), below %g",
+        summary.inner_iteration_passes,
+        (before - after) / before if before else 0.0,
+        options.inner_iteration_tolerance,
+    )
+    return False
 
 
 def _count_invalid(problem: LeastSquaresProblem, state: Any, summary: SolverSummary, initial: bool) -> None:
