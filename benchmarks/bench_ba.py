@@ -54,6 +54,7 @@ from common import (
     fmt_rel,
     fmt_time,
     gtsam_available,
+    gtsam_lm_params_record,
     gtsam_short_term,
     gtsam_termination,
     log,
@@ -255,16 +256,7 @@ def run_gtsam(
         "errors_runs": errors,
         "iterations_runs": iters,
         "graph_build_time": build_time,
-        "params": {
-            "lambdaInitial": params.getlambdaInitial(),
-            "lambdaFactor": params.getlambdaFactor(),
-            "lambdaUpperBound": params.getlambdaUpperBound(),
-            "relativeErrorTol": params.getRelativeErrorTol(),
-            "absoluteErrorTol": params.getAbsoluteErrorTol(),
-            "maxIterations": GTSAM_MAX_ITERATIONS,
-            "diagonalDamping": damping == "diagonal",
-            "linearSolverType": str(params.getLinearSolverType()),
-        },
+        "params": gtsam_lm_params_record(params, GTSAM_MAX_ITERATIONS, diagonalDamping=damping == "diagonal"),
     }
 
 

@@ -62,6 +62,7 @@ from common import (
     fmt_ratio,
     fmt_time,
     gtsam_available,
+    gtsam_lm_params_record,
     gtsam_short_term,
     gtsam_termination,
     log,
@@ -254,17 +255,12 @@ def run_gtsam(
         "errors_runs": errors,
         "iterations_runs": iters,
         "graph_build_time": build_time,
-        "params": {
-            "lambdaInitial": params.getlambdaInitial(),
-            "lambdaFactor": params.getlambdaFactor(),
-            "lambdaUpperBound": params.getlambdaUpperBound(),
-            "relativeErrorTol": params.getRelativeErrorTol(),
-            "absoluteErrorTol": params.getAbsoluteErrorTol(),
-            "maxIterations": max_iterations,
-            "diagonalDamping": damping == "diagonal",
-            "linearSolverType": str(params.getLinearSolverType()),
-            "priors": f"camera 0 and point 0, isotropic sigma {PRIOR_SIGMA}" if with_priors else None,
-        },
+        "params": gtsam_lm_params_record(
+            params,
+            max_iterations,
+            diagonalDamping=damping == "diagonal",
+            priors=f"camera 0 and point 0, isotropic sigma {PRIOR_SIGMA}" if with_priors else None,
+        ),
     }
 
 
@@ -312,7 +308,7 @@ def derive(entry: dict) -> dict:
     for key, r in entry["ours"].items():
         if "error" in r:
             continue
-        costs = ((r.get("summary") or {}).get("iterations") or {}).get("cost")
+        costs = ((r.get("median_run_summary") or {}).get("iterations") or {}).get("cost")
         out["runs"][key] = {
             "cost_ratio_to_gtsam": ratio(r["final_cost_fp64"], gt_cost),
             "rel_cost_diff_to_gtsam": rel_diff(r["final_cost_fp64"], gt_cost),

@@ -48,6 +48,7 @@ from common import (
     fmt_rel,
     fmt_time,
     gtsam_available,
+    gtsam_lm_params_record,
     gtsam_short_term,
     gtsam_termination,
     log,
@@ -312,16 +313,7 @@ def run_gtsam(problem, start, policy: RepeatPolicy, bar) -> dict:
         "errors_runs": errors,
         "iterations_runs": iters,
         "graph_build_time": build_time,
-        "params": {
-            "lambdaInitial": params.getlambdaInitial(),
-            "lambdaFactor": params.getlambdaFactor(),
-            "lambdaUpperBound": params.getlambdaUpperBound(),
-            "relativeErrorTol": params.getRelativeErrorTol(),
-            "absoluteErrorTol": params.getAbsoluteErrorTol(),
-            "maxIterations": max_it,
-            "linearSolverType": str(params.getLinearSolverType()),
-            "prior_variances": list(GTSAM_PRIOR_VARIANCES[pgraph.dim]),
-        },
+        "params": gtsam_lm_params_record(params, max_it, prior_variances=list(GTSAM_PRIOR_VARIANCES[pgraph.dim])),
     }
 
 

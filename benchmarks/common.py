@@ -515,6 +515,21 @@ def run_gtsam_lm(graph: Any, initial: Any, params: Any, policy: RepeatPolicy, ba
     }
 
 
+def gtsam_lm_params_record(params: Any, max_iterations: int, **extra: Any) -> dict[str, Any]:
+    """GTSAM ``LevenbergMarquardtParams`` as the JSON records store them, plus benchmark-specific ``extra``."""
+    record = {
+        "lambdaInitial": params.getlambdaInitial(),
+        "lambdaFactor": params.getlambdaFactor(),
+        "lambdaUpperBound": params.getlambdaUpperBound(),
+        "relativeErrorTol": params.getRelativeErrorTol(),
+        "absoluteErrorTol": params.getAbsoluteErrorTol(),
+        "maxIterations": max_iterations,
+        "linearSolverType": str(params.getLinearSolverType()),
+    }
+    record.update(extra)
+    return record
+
+
 def gtsam_termination(iterations: int, max_iterations: int, error: float, initial_error: float) -> str:
     """GTSAM's LM reports no status: infer one from the iteration count and the error."""
     if iterations >= max_iterations:

@@ -29,6 +29,7 @@ import numpy as np
 
 from ..solver import lie
 from ..solver.jit import jit
+from .bal_model import pixel_by_camera_point
 
 __all__ = ["refine_bal_points"]
 
@@ -113,16 +114,7 @@ def _point_cost(X, rows, cameras, rots, cam_idx, obs, kind, b, min_ratio, H, g):
         s = r0 * r0 + r1 * r1
         rho, w = _rho(s, kind, b)
         cost += 0.5 * rho
-        gg = 2.0 * (k1 + 2.0 * k2 * r2)
-        A00 = f * (d + gg * xp * xp)
-        A01 = f * gg * xp * yp
-        A11 = f * (d + gg * yp * yp)
-        B00 = iz * A00
-        B01 = iz * A01
-        B02 = iz * (A00 * xp + A01 * yp)
-        B10 = iz * A01
-        B11 = iz * A11
-        B12 = iz * (A01 * xp + A11 * yp)
+        B00, B01, B02, B10, B11, B12 = pixel_by_camera_point(f, d, k1, k2, xp, yp, r2, iz)
         for i in range(3):
             Di0 = B00 * R[0, i] + B01 * R[1, i] + B02 * R[2, i]
             Di1 = B10 * R[0, i] + B11 * R[1, i] + B12 * R[2, i]

@@ -55,6 +55,7 @@ from ..solver.kernels import dot64
 from ..solver.lm import SolverOptions, SolverSummary, solve
 from ..solver.loss import LOSSES, loss_parameters
 from ..solver.precision import PrecisionConfig
+from .bal_model import pixel_by_camera_point
 from .points import refine_bal_points
 
 __all__ = [
@@ -195,18 +196,8 @@ def _bal_kernel(cameras, points, cam_idx, pt_idx, obs, loss_kind, loss_b, want_j
         res[i, 0] = fd * xp - obs[i, 0]
         res[i, 1] = fd * yp - obs[i, 1]
         if want_jac:
-            # d pred / d p = f (d I + g p p^T), g = 2 (k1 + 2 k2 r2); d p / d P = iz [[1, 0, xp], [0, 1, yp]]
-            g = 2.0 * (k1 + 2.0 * k2 * r2)
-            A00 = f * (d + g * xp * xp)
-            A01 = f * g * xp * yp
-            A11 = f * (d + g * yp * yp)
             # B = d pred / d P (2 x 3): also d pred / d t
-            B00 = iz * A00
-            B01 = iz * A01
-            B02 = iz * (A00 * xp + A01 * yp)
-            B10 = iz * A01
-            B11 = iz * A11
-            B12 = iz * (A01 * xp + A11 * yp)
+            B00, B01, B02, B10, B11, B12 = pixel_by_camera_point(f, d, k1, k2, xp, yp, r2, iz)
             # d pred / d X = B R
             D00 = B00 * R00 + B01 * R10 + B02 * R20
             D01 = B00 * R01 + B01 * R11 + B02 * R21
