@@ -288,7 +288,14 @@ def test_sigint_during_pgo(tmp_path: Path, out: Path) -> None:
     try:
         header = proc.stdout.readline()  # printed right before the solve starts
         assert "20000 poses" in header
-        time.sleep(1.0)
+        # Interrupt inside the LM loop, after the first iteration's line: every kernel is loaded by
+        # then. A SIGINT while numba is still loading a kernel from its cache can end inside numba's
+        # C code (exit 1 "SystemError ... returned a result with an exception set", rarely a crash);
+        # that window is not what this test is about.
+        for line in proc.stdout:
+            if line.split()[:1] == ["1"]:
+                break
+        time.sleep(0.2)
         assert proc.poll() is None, "the solve ended before the interrupt: make the graph bigger"
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)
