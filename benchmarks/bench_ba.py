@@ -47,6 +47,7 @@ from common import (
     SHARED_DATA_ENV,
     RepeatPolicy,
     add_output_args,
+    add_repeat_args,
     cpu_load_note,
     data_origin,
     fmt_cost,
@@ -678,14 +679,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"small subset ({','.join(QUICK_FILES)}), 1 run each unless --repeat is given; "
         "writes ba_quick.* unless --name is given",
     )
-    ap.add_argument("--repeat", type=int, default=None, help="runs per configuration, median reported (default 3)")
-    ap.add_argument(
-        "--single-run-above",
-        type=float,
-        default=10.0,
-        metavar="SEC",
-        help="do not repeat a configuration whose first run took longer than SEC (default 10)",
-    )
+    add_repeat_args(ap, None, "runs per configuration, median reported (default 3)", 10.0)
     ap.add_argument("--presets", default=",".join(PRESETS), help="precision presets (default all)")
     ap.add_argument("--solvers", default=",".join(SOLVERS), help="linear solvers (default cgnr,schur)")
     ap.add_argument("--no-gtsam", action="store_true", help="skip GTSAM")

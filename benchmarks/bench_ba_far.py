@@ -56,6 +56,7 @@ from common import (
     SHARED_DATA_ENV,
     RepeatPolicy,
     add_output_args,
+    add_repeat_args,
     cpu_load_note,
     data_origin,
     fmt_cost,
@@ -519,14 +520,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="LM iterations of GTSAM (default: --max-iterations)",
     )
-    ap.add_argument("--repeat", type=int, default=1, help="runs per configuration, median reported (default 1)")
-    ap.add_argument(
-        "--single-run-above",
-        type=float,
-        default=10.0,
-        metavar="SEC",
-        help="do not repeat a configuration whose first run took longer than SEC (default 10)",
-    )
+    add_repeat_args(ap, 1, "runs per configuration, median reported (default 1)", 10.0)
     ap.add_argument("--configs", default=",".join(CONFIG_NAMES), help="our runs, preset/solver (default all)")
     ap.add_argument("--no-gtsam", action="store_true", help="skip GTSAM")
     ap.add_argument(

@@ -492,13 +492,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=INITIALIZATIONS,
         help="optimize_pose_graph initialization (default chordal, its default; given = odometry chain)",
     )
-    ap.add_argument("--repeat", type=int, default=1, help="timed runs per configuration (default 1)")
-    ap.add_argument(
-        "--single-run-above",
-        type=float,
-        default=30.0,
-        metavar="SEC",
-        help="with --repeat > 1: time a configuration once only when its first run took longer (default 30)",
+    common.add_repeat_args(
+        ap,
+        1,
+        "timed runs per configuration (default 1)",
+        30.0,
+        "with --repeat > 1: time a configuration once only when its first run took longer",
     )
     ap.add_argument(
         "--progress-interval",

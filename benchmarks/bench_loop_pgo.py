@@ -35,6 +35,7 @@ from typing import Any
 from common import (
     RESULTS_DIR,
     add_output_args,
+    add_repeat_args,
     cpu_load_note,
     fmt_time,
     log,
@@ -323,13 +324,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"keyframe counts of the scaling study (default {','.join(map(str, DEFAULT_SIZES))})",
     )
     ap.add_argument("--presets", default=",".join(DEFAULT_PRESETS), help="pcg-ic presets of the scaling study")
-    ap.add_argument("--repeat", type=int, default=None, help="timed runs per configuration (default 3; 1 with --quick)")
-    ap.add_argument(
-        "--single-run-above",
-        type=float,
-        default=3.0,
-        metavar="SEC",
-        help="time a configuration once only when its warm-up took longer than SEC (default 3)",
+    add_repeat_args(
+        ap,
+        None,
+        "timed runs per configuration (default 3; 1 with --quick)",
+        3.0,
+        "time a configuration once only when its warm-up took longer than SEC",
     )
     ap.add_argument("--no-cholesky", action="store_true", help="skip the fp64 cholesky reference series")
     ap.add_argument("--no-chordal", action="store_true", help="skip the mixed-from-chordal-start series")

@@ -635,6 +635,24 @@ def solver_options_dict(options: Any) -> dict[str, Any]:
     return json_safe({k: v for k, v in asdict(options).items() if not callable(v) and k != "callback"})
 
 
+def add_repeat_args(
+    ap: argparse.ArgumentParser,
+    repeat: int | None,
+    repeat_help: str,
+    single_run_above: float,
+    single_run_above_help: str = "do not repeat a configuration whose first run took longer than SEC",
+) -> None:
+    """--repeat and --single-run-above (see :class:`RepeatPolicy`), with each benchmark's defaults."""
+    ap.add_argument("--repeat", type=int, default=repeat, help=repeat_help)
+    ap.add_argument(
+        "--single-run-above",
+        type=float,
+        default=single_run_above,
+        metavar="SEC",
+        help=f"{single_run_above_help} (default {single_run_above:g})",
+    )
+
+
 def add_output_args(ap: argparse.ArgumentParser, stem: str, quick_stem: str | None = None) -> None:
     """--out-dir, --name, --no-plot and --from-json, which every benchmark script takes."""
     quick = f", or {quick_stem} with --quick" if quick_stem else ""
